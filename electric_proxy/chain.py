@@ -1,0 +1,148 @@
+"""The step protocol, the ordered chain, and the per-request state steps share.
+
+A step has aiohttp's middleware shape, ``async (request, handler) -> StreamResponse``, so
+anything that works as an aiohttp middleware idea works here. The chain differs from
+``web.Application(middlewares=...)`` in two ways that matter for a security proxy: it
+wraps one route only (the user's other routes are untouched), and the order is exactly
+the configured order.
+
+Inside the chain, ``handler(request)`` always returns a response: a step that raises
+:class:`~electric_proxy.errors.ProxyError` is answered with that error right there, and
+the steps outside it still adjust the error response as it unwinds (a browser cannot
+read a 401 that lacks CORS headers).
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import AsyncIterable, Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+from multidict import CIMultiDict, MultiDict, MultiDictProxy
+from pydantic import BaseModel, ConfigDict
+
+from .errors import DuplicateParameter, ProxyError
+from .protocol import PARAMS_PREFIX, PASS_THROUGH_PARAMS, SINGLE_VALUED_PARAMS
+
+__all__ = [
+    "PRINCIPAL",
+    "UPSTREAM",
+    "Handler",
+    "Middleware",
+    "Principal",
+    "Step",
+    "UpstreamRequest",
+    "client_query",
+    "compose",
+]
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+Middleware = Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who is asking: an identity plus the claims that policies bind into `where` params."""
+
+    id: str
+    claims: Mapping[str, Any] = field(default_factory=dict)
+
+    def claim(self, path: str) -> Any:
+        """Look up a claim by dotted path (``org.id``); KeyError when any part is missing."""
+        value: Any = self.claims
+        for part in path.split("."):
+            if not isinstance(value, Mapping):
+                raise KeyError(path)
+            value = value[part]
+        return value
+
+
+@dataclass(slots=True)
+class UpstreamRequest:
+    """The request the chain is building for Electric.
+
+    ``query`` starts empty: steps add the server-decided parameters (shape, credentials)
+    and the forwarder adds the client's protocol parameters last, so nothing reaches the
+    upstream that a step did not put there or that is not a known protocol parameter.
+    """
+
+    method: str
+    query: MultiDict[str] = field(default_factory=MultiDict)
+    headers: CIMultiDict[str] = field(default_factory=CIMultiDict)
+    body: bytes | AsyncIterable[bytes] | None = None
+
+
+PRINCIPAL = web.RequestKey("electric_proxy.principal", Principal)
+UPSTREAM = web.RequestKey("electric_proxy.upstream", UpstreamRequest)
+_CLIENT_QUERY = web.RequestKey("electric_proxy.client_query", MultiDictProxy[str])
+
+
+def client_query(request: web.Request) -> MultiDictProxy[str]:
+    """The client's query string, refused if it repeats a key the proxy reads.
+
+    Electric keeps the *last* value of a repeated key; a check that reads the first one
+    could be bypassed, so a repeat is an error rather than a choice.
+    """
+    cached = request.get(_CLIENT_QUERY)
+    if cached is not None:
+        return cached
+    query = request.query
+    seen: set[str] = set()
+    for key in query:
+        if key in seen and (key in SINGLE_VALUED_PARAMS or key.startswith(PARAMS_PREFIX)):
+            raise DuplicateParameter(
+                f"query parameter {key!r} is given more than once", details={"parameter": key}
+            )
+        seen.add(key)
+    request[_CLIENT_QUERY] = query
+    return query
+
+
+def pass_through_params(request: web.Request) -> list[tuple[str, str]]:
+    query = client_query(request)
+    return [(k, v) for k, v in query.items() if k in PASS_THROUGH_PARAMS]
+
+
+class Step(BaseModel, abc.ABC):
+    """Base class for configurable steps (built-in and plugins alike).
+
+    Options are the model's fields, validated once when the step is built, from code or
+    from the config file, so a bad option fails start-up and never a request. Precompute
+    in ``model_post_init`` into private attributes; the per-request path should only read.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid", arbitrary_types_allowed=True)
+
+    @abc.abstractmethod
+    async def __call__(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        """Run this step; call ``await handler(request)`` to continue down the chain."""
+
+
+def _guarded(step: Middleware, inner: Handler) -> Handler:
+    async def run(request: web.Request) -> web.StreamResponse:
+        try:
+            return await step(request, inner)
+        except ProxyError as exc:
+            return exc.to_response()
+
+    return run
+
+
+def _guarded_endpoint(endpoint: Handler) -> Handler:
+    async def run(request: web.Request) -> web.StreamResponse:
+        try:
+            return await endpoint(request)
+        except ProxyError as exc:
+            return exc.to_response()
+
+    return run
+
+
+def compose(steps: Sequence[Middleware], endpoint: Handler) -> Handler:
+    """Wrap ``endpoint`` so that ``steps[0]`` runs first and sees the response last."""
+    handler = _guarded_endpoint(endpoint)
+    for step in reversed(steps):
+        handler = _guarded(step, handler)
+    return handler

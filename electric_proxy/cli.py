@@ -1,0 +1,122 @@
+"""``electric-proxy``: serve, check-config, plugins, demo."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import resource
+import sys
+from collections.abc import Sequence
+
+from aiohttp import web
+
+from .config import ConfigError, ProxyConfig, load_config
+from .registry import available_steps
+
+__all__ = ["main"]
+
+log = logging.getLogger("electric_proxy")
+
+
+def raise_open_file_limit() -> None:
+    """Each held live request costs two sockets; the soft limit is often far below the hard."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft < hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (ValueError, OSError):
+            log.warning("could not raise the open-file limit above %d", soft)
+
+
+def _load(path: str) -> ProxyConfig | None:
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        print(f"{path}: invalid config", file=sys.stderr)
+        for problem in exc.problems:
+            print(f"  {problem}", file=sys.stderr)
+        return None
+
+
+def _serve(args: argparse.Namespace) -> int:
+    config = _load(args.config)
+    if config is None:
+        return 1
+    raise_open_file_limit()
+    server = config.server
+    web.run_app(
+        config.build().app(),
+        host=args.host or server.host,
+        port=args.port if args.port is not None else server.port,
+        shutdown_timeout=server.shutdown_timeout,
+        handler_cancellation=True,
+        print=lambda msg: log.info("%s", msg),
+    )
+    return 0
+
+
+def _check_config(args: argparse.Namespace) -> int:
+    config = _load(args.config)
+    if config is None:
+        return 1
+    names = ", ".join(name for name, _ in config.steps) or "(empty chain)"
+    print(f"{args.config}: ok; chain: {names}")
+    if args.show:
+        print(json.dumps(config.describe(), indent=2))
+    return 0
+
+
+def _plugins(args: argparse.Namespace) -> int:
+    rows = [(i.name, i.distribution, i.version, i.target) for i in available_steps()]
+    header = ("NAME", "DISTRIBUTION", "VERSION", "OBJECT")
+    widths = [max(len(r[c]) for r in [header, *rows]) for c in range(4)]
+    for row in [header, *rows]:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    return run_demo(host=args.host, port=args.port)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="electric-proxy", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the proxy from a config file")
+    serve.add_argument("--config", "-c", required=True, help="path to proxy.toml")
+    serve.add_argument("--host", help="override [server].host")
+    serve.add_argument("--port", type=int, help="override [server].port")
+    serve.set_defaults(run=_serve)
+
+    check = sub.add_parser("check-config", help="validate a config file; exit 0 or 1")
+    check.add_argument("config", help="path to proxy.toml")
+    check.add_argument("--show", action="store_true", help="print the effective config, masked")
+    check.set_defaults(run=_check_config)
+
+    plugins = sub.add_parser("plugins", help="list the steps available through entry points")
+    plugins.set_defaults(run=_plugins)
+
+    demo = sub.add_parser("demo", help="run in front of a built-in demo upstream")
+    demo.add_argument("--host", default="127.0.0.1")
+    demo.add_argument("--port", type=int, default=8080)
+    demo.set_defaults(run=_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    code: int = args.run(args)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

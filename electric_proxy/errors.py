@@ -1,0 +1,139 @@
+"""The one error hierarchy; every class maps to exactly one status and one JSON error code.
+
+    ProxyError                      500 internal_error
+    ├── BadRequest                  400 bad_request
+    │   ├── DuplicateParameter      400 duplicate_parameter
+    │   ├── InvalidFilter           400 invalid_filter
+    │   └── InvalidBody             400 invalid_body
+    ├── Unauthorized                401 invalid_token (code may be refined, e.g. expired_token)
+    ├── Forbidden                   403 forbidden
+    ├── NotFound                    404 not_found
+    ├── MethodNotAllowed            405 method_not_allowed
+    ├── PayloadTooLarge             413 payload_too_large
+    ├── ServiceUnavailable          503 service_unavailable
+    ├── UpstreamUnavailable         502 upstream_unavailable
+    └── UpstreamTimeout             504 upstream_timeout
+
+Steps raise these; the chain turns them into responses *at the step that raised*, so the
+steps outside it (CORS, cache headers) still see and adjust the error response. Messages
+must be safe for the client: never a secret, a token or the upstream URL.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+from aiohttp import web
+
+__all__ = [
+    "BadRequest",
+    "DuplicateParameter",
+    "Forbidden",
+    "InvalidBody",
+    "InvalidFilter",
+    "MethodNotAllowed",
+    "NotFound",
+    "PayloadTooLarge",
+    "ProxyError",
+    "ServiceUnavailable",
+    "Unauthorized",
+    "UpstreamTimeout",
+    "UpstreamUnavailable",
+]
+
+
+class ProxyError(Exception):
+    status: ClassVar[int] = 500
+    code: ClassVar[str] = "internal_error"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: str | None = None,
+        details: Mapping[str, Any] | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.error_code = code or self.code
+        self.details = dict(details or {})
+        self.headers = dict(headers or {})
+
+    def body(self) -> dict[str, Any]:
+        return {"error": self.error_code, "message": self.message, **self.details}
+
+    def to_response(self) -> web.Response:
+        headers = {"Cache-Control": "no-store", **self.headers}
+        return web.Response(
+            status=self.status,
+            text=json.dumps(self.body()),
+            content_type="application/json",
+            headers=headers,
+        )
+
+
+class BadRequest(ProxyError):
+    status = 400
+    code = "bad_request"
+
+
+class DuplicateParameter(BadRequest):
+    code = "duplicate_parameter"
+
+
+class InvalidFilter(BadRequest):
+    code = "invalid_filter"
+
+
+class InvalidBody(BadRequest):
+    code = "invalid_body"
+
+
+class Unauthorized(ProxyError):
+    """Carries `WWW-Authenticate` so clients know to (re)authenticate rather than give up."""
+
+    status = 401
+    code = "invalid_token"
+
+    def __init__(self, message: str, *, code: str | None = None, realm: str = "electric") -> None:
+        error_code = code or self.code
+        challenge = f'Bearer realm="{realm}", error="{error_code}"'
+        super().__init__(message, code=error_code, headers={"WWW-Authenticate": challenge})
+
+
+class Forbidden(ProxyError):
+    status = 403
+    code = "forbidden"
+
+
+class NotFound(ProxyError):
+    status = 404
+    code = "not_found"
+
+
+class MethodNotAllowed(ProxyError):
+    status = 405
+    code = "method_not_allowed"
+
+
+class PayloadTooLarge(ProxyError):
+    status = 413
+    code = "payload_too_large"
+
+
+class ServiceUnavailable(ProxyError):
+    status = 503
+    code = "service_unavailable"
+
+
+class UpstreamUnavailable(ProxyError):
+    status = 502
+    code = "upstream_unavailable"
+
+
+class UpstreamTimeout(ProxyError):
+    status = 504
+    code = "upstream_timeout"

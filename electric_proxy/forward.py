@@ -1,0 +1,186 @@
+"""The only place that talks to the upstream: one pooled session, streamed bodies, faults.
+
+Design choices, each forced by the protocol:
+
+* ``auto_decompress=False``: compressed bytes pass through untouched with their
+  ``Content-Encoding`` and ``Content-Length``, so they always agree with the body and the
+  proxy pays no inflate/deflate cost. Aiohttp's own ``Accept-Encoding`` default is
+  skipped, so the upstream only compresses when the *client* asked for it.
+* No total timeout and a read timeout above Electric's 20 s long-poll and 60 s SSE holds;
+  a connection limit sized for thousands of held live requests.
+* The response is returned *unprepared* so the steps can adjust its headers as the chain
+  unwinds; the body is streamed when aiohttp prepares it (the way ``FileResponse`` works).
+* A client that goes away cancels the handler task (aiohttp's ``handler_cancellation``);
+  the upstream connection is then closed, not returned to the pool half-read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+from aiohttp import hdrs, web
+from multidict import CIMultiDict, MultiDict
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from yarl import URL
+
+from .chain import UPSTREAM, pass_through_params
+from .errors import UpstreamTimeout, UpstreamUnavailable
+from .protocol import HOP_BY_HOP_HEADERS
+
+__all__ = ["Forwarder", "UpstreamResponse", "UpstreamSettings"]
+
+log = logging.getLogger("electric_proxy.forward")
+
+USER_AGENT = "electric-proxy"
+
+
+class UpstreamSettings(BaseModel):
+    """Where Electric is and how to hold connections to it."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    url: str = Field(description="Electric's shape endpoint, e.g. http://localhost:3000/v1/shape")
+    connection_limit: int = Field(
+        10_000,
+        ge=1,
+        description="Upstream connections held at once; each live client holds one for up to 60 s",
+    )
+    connect_timeout: float = Field(
+        10.0, gt=0, description="Seconds to get a connection (pool wait included)"
+    )
+    read_timeout: float = Field(
+        90.0,
+        gt=0,
+        description="Seconds of upstream silence tolerated; keep it above Electric's 20 s "
+        "long-poll and 60 s SSE holds",
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _http_url_without_credentials(cls, value: str) -> str:
+        url = URL(value)
+        if url.scheme not in ("http", "https") or not url.host:
+            raise ValueError("expected an http:// or https:// URL")
+        if url.query_string:
+            raise ValueError(
+                "the upstream URL must not carry a query; set source_id/secret with the "
+                "credentials step"
+            )
+        if url.user or url.password:
+            raise ValueError("the upstream URL must not carry credentials")
+        if url.path in ("", "/"):
+            url = url.with_path("/v1/shape")
+        return str(url)
+
+
+def _strip_hop_by_hop(headers: CIMultiDict[str]) -> None:
+    named = [
+        token.strip()
+        for value in headers.getall(hdrs.CONNECTION, ())
+        for token in value.split(",")
+        if token.strip()
+    ]
+    for name in (*HOP_BY_HOP_HEADERS, *named):
+        headers.popall(name, None)
+
+
+class UpstreamResponse(web.StreamResponse):
+    """Electric's answer, headers copied and adjustable until aiohttp prepares it."""
+
+    def __init__(self, upstream: aiohttp.ClientResponse) -> None:
+        super().__init__(status=upstream.status, reason=upstream.reason)
+        headers = CIMultiDict(upstream.headers)
+        _strip_hop_by_hop(headers)
+        self.headers.extend(headers)
+        self.upstream = upstream
+        self._body_sent = False
+
+    async def prepare(self, request: web.BaseRequest) -> Any:
+        writer = await super().prepare(request)
+        if self._body_sent:
+            return writer
+        self._body_sent = True
+        upstream = self.upstream
+        try:
+            async for chunk in upstream.content.iter_any():
+                await self.write(chunk)
+        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            # Headers are gone already; ending the reply normally would make a truncated body
+            # look complete, so the client connection is cut instead.
+            log.warning("upstream body failed mid-stream: %s", type(exc).__name__)
+            upstream.close()
+            if request.transport is not None:
+                request.transport.abort()
+            return writer
+        except BaseException:
+            upstream.close()
+            raise
+        upstream.release()
+        return writer
+
+
+class Forwarder:
+    """The chain's endpoint: sends the built :class:`UpstreamRequest` and returns the reply."""
+
+    def __init__(self, settings: UpstreamSettings) -> None:
+        self.settings = settings
+        self.url = URL(settings.url)
+        self._session_key = web.AppKey("electric_proxy.upstream_session", aiohttp.ClientSession)
+
+    async def session_ctx(self, app: web.Application) -> AsyncIterator[None]:
+        """Cleanup context: one pooled session per proxy, closed on shutdown."""
+        s = self.settings
+        connector = aiohttp.TCPConnector(limit=s.connection_limit, limit_per_host=0)
+        session = aiohttp.ClientSession(
+            connector=connector,
+            timeout=aiohttp.ClientTimeout(
+                total=None, connect=s.connect_timeout, sock_read=s.read_timeout
+            ),
+            auto_decompress=False,
+            skip_auto_headers=(hdrs.ACCEPT_ENCODING, hdrs.CONTENT_TYPE),
+            headers={hdrs.USER_AGENT: USER_AGENT},
+            cookie_jar=aiohttp.DummyCookieJar(),
+            trust_env=False,
+        )
+        app[self._session_key] = session
+        try:
+            yield
+        finally:
+            await session.close()
+
+    def session(self, request: web.Request) -> aiohttp.ClientSession:
+        return request.config_dict[self._session_key]
+
+    def upstream_url(self, request: web.Request) -> URL:
+        """The full upstream URL: server-set parameters win over the client's protocol ones."""
+        built = request[UPSTREAM].query
+        query: MultiDict[str] = MultiDict(
+            (k, v) for k, v in pass_through_params(request) if k not in built
+        )
+        query.extend(built)
+        return self.url.with_query(query)
+
+    async def __call__(self, request: web.Request) -> web.StreamResponse:
+        if request.method == hdrs.METH_OPTIONS:
+            # A preflight never reaches Electric: its CORS answer would not fit the proxy's.
+            return web.Response(status=204, headers={hdrs.ALLOW: "GET, HEAD, POST, OPTIONS"})
+        built = request[UPSTREAM]
+        url = self.upstream_url(request)
+        try:
+            upstream = await self.session(request).request(
+                built.method,
+                url,
+                headers=built.headers,
+                data=built.body,
+                allow_redirects=False,
+            )
+        except asyncio.TimeoutError as exc:
+            raise UpstreamTimeout("Electric did not answer in time") from exc
+        except (aiohttp.ClientError, OSError) as exc:
+            log.warning("upstream request failed: %s", type(exc).__name__)
+            raise UpstreamUnavailable("Electric could not be reached") from exc
+        return UpstreamResponse(upstream)

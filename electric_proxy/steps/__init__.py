@@ -1,0 +1,1 @@
+"""Built-in chain steps; each registers under the ``electric_proxy.middleware`` entry point."""

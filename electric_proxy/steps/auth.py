@@ -1,0 +1,47 @@
+"""The authenticator protocol: the one method an org-specific auth plugin has to write.
+
+Subclass :class:`Authenticator` and implement ``authenticate``; return a
+:class:`~electric_proxy.Principal`, return ``None`` when the request carries no
+credentials of this kind, or raise :class:`~electric_proxy.Unauthorized` when it carries
+bad ones. The base class does the rest the same way for every scheme: preflights pass
+(browsers never send credentials on them, and the endpoint answers them locally), a
+missing principal is a 401 with ``WWW-Authenticate``, and the principal is stored under
+:data:`~electric_proxy.PRINCIPAL` for the policy.
+"""
+
+from __future__ import annotations
+
+import abc
+
+from aiohttp import hdrs, web
+
+from ..chain import PRINCIPAL, Handler, Principal, Step
+from ..errors import Unauthorized
+
+__all__ = ["Authenticator", "bearer_token"]
+
+
+def bearer_token(request: web.Request) -> str | None:
+    """The token of an ``Authorization: Bearer`` header (RFC 6750 §2.1), if there is one."""
+    value = request.headers.get(hdrs.AUTHORIZATION)
+    if value is None:
+        return None
+    scheme, _, token = value.strip().partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Unauthorized("the Authorization header is not a bearer token", code="invalid_request")
+    return token.strip()
+
+
+class Authenticator(Step):
+    @abc.abstractmethod
+    async def authenticate(self, request: web.Request) -> Principal | None:
+        """Who sent this request; ``None`` when it carries no credentials at all."""
+
+    async def __call__(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.method == hdrs.METH_OPTIONS:
+            return await handler(request)
+        principal = await self.authenticate(request)
+        if principal is None:
+            raise Unauthorized("authentication required", code="missing_token")
+        request[PRINCIPAL] = principal
+        return await handler(request)

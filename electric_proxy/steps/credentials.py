@@ -1,0 +1,35 @@
+"""Inject Electric's credentials into the upstream request; the client never sees them.
+
+Client-sent ``secret``, ``api_secret``, ``source_secret`` and ``source_id`` never get
+through: the forwarder copies only protocol parameters, so they are dropped silently
+(a 400 would tell a prober which names matter, and honest clients never send them).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from aiohttp import web
+from pydantic import Field, SecretStr
+
+from ..chain import UPSTREAM, Handler, Step
+
+__all__ = ["Credentials"]
+
+
+class Credentials(Step):
+    """Self-hosted: ``secret``. Electric Cloud: ``source_id`` + ``secret``."""
+
+    secret: SecretStr | None = Field(None, description="Use {$env=...} or {$file=...}")
+    source_id: SecretStr | None = Field(None, description="Electric Cloud source id")
+    secret_param: Literal["secret", "api_secret", "source_secret"] = Field(
+        "secret", description="`api_secret` for old servers, `source_secret` for old Cloud docs"
+    )
+
+    async def __call__(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        query = request[UPSTREAM].query
+        if self.source_id is not None:
+            query["source_id"] = self.source_id.get_secret_value()
+        if self.secret is not None:
+            query[self.secret_param] = self.secret.get_secret_value()
+        return await handler(request)

@@ -1,0 +1,40 @@
+"""Shared fixtures: the standard chain the product ships for the two-tenant upstream."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from electric_proxy import BearerAuth, Credentials, ShapePolicy, StaticToken
+from electric_proxy.testing.pytest_plugin import RunningUpstream
+
+ALICE = "token-alice-acme-0000001"
+BOB = "token-bob-globex-0000002"
+
+
+def auth(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def standard_chain(upstream: RunningUpstream, **rule: Any) -> list[Any]:
+    """Bearer auth, a claim-bound todos policy and secret injection."""
+    todos = {"where": "org_id = :org_id", "columns": ["id", "org_id", "title", "done"], **rule}
+    return [
+        BearerAuth(
+            tokens=[
+                StaticToken(token=ALICE, sub="alice", claims={"org_id": "acme"}),
+                StaticToken(token=BOB, sub="bob", claims={"org_id": "globex"}),
+            ]
+        ),
+        ShapePolicy(shapes={"todos": todos}),
+        Credentials(secret=upstream.secret),
+    ]
+
+
+@pytest.fixture
+async def shape_client(proxy_client: Any, electric_upstream: RunningUpstream) -> Any:
+    """A proxy with the standard chain, client filters allowed on title and done."""
+    return await proxy_client(
+        standard_chain(electric_upstream, client_where=True, filter_columns=["title", "done"])
+    )

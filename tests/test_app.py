@@ -1,0 +1,130 @@
+"""Routing and the gate: exact path, methods, duplicate keys, what the query is built from."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from aiohttp import web
+
+from conftest import ALICE, auth, standard_chain
+from electric_proxy import PRINCIPAL, UPSTREAM, Forbidden, Handler, ShapeProxy
+from electric_proxy.testing.pytest_plugin import RunningUpstream
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["/v1/shape/", "//v1/shape", "/v1/%73hape", "/V1/shape", "/v1/shape%2F", "/v1//shape",
+     "/v1/shape/..", "/v1/./shape"],
+)
+async def test_path_variants_never_reach_the_upstream(
+    shape_client: Any, electric_upstream: RunningUpstream, path: str
+) -> None:
+    resp = await shape_client.get(path + "?offset=-1", headers=auth(ALICE))
+    assert resp.status == 404
+    assert electric_upstream.electric.requests == []
+
+
+@pytest.mark.parametrize("method", ["PUT", "DELETE", "PATCH"])
+async def test_other_methods_are_refused_with_json(
+    shape_client: Any, electric_upstream: RunningUpstream, method: str
+) -> None:
+    resp = await shape_client.request(method, "/v1/shape?offset=-1", headers=auth(ALICE))
+    assert resp.status == 405
+    assert (await resp.json())["error"] == "method_not_allowed"
+    assert resp.headers["Allow"] == "GET, HEAD, OPTIONS, POST"
+    assert electric_upstream.electric.requests == []
+
+
+async def test_options_is_answered_locally(shape_client: Any, electric_upstream: RunningUpstream) -> None:
+    resp = await shape_client.options("/v1/shape")
+    assert resp.status == 204
+    assert electric_upstream.electric.requests == []
+
+
+@pytest.mark.parametrize(
+    "query",
+    ["offset=-1&offset=0_0", "table=todos&table=users&offset=-1",
+     "offset=-1&where=done&where=true", "offset=-1&params%5B1%5D=a&params[1]=b",
+     "offset=-1&secret=a&secret=b"],
+)
+async def test_repeated_protocol_keys_are_a_400(
+    shape_client: Any, electric_upstream: RunningUpstream, query: str
+) -> None:
+    resp = await shape_client.get("/v1/shape?" + query, headers=auth(ALICE))
+    assert resp.status == 400
+    assert (await resp.json())["error"] == "duplicate_parameter"
+    assert electric_upstream.electric.requests == []
+
+
+async def test_upstream_query_is_built_from_scratch(
+    shape_client: Any, electric_upstream: RunningUpstream
+) -> None:
+    resp = await shape_client.get(
+        "/v1/shape",
+        params={
+            "offset": "-1", "log": "full", "cache-buster": "x1", "table": "todos",
+            "columns": "secret_col", "replica": "full", "secret": "mine", "source_id": "x",
+            "api_secret": "mine", "queryable_columns": "x", "experimental_compaction": "true",
+            "whatever": "1",
+        },
+        headers=auth(ALICE),
+    )
+    assert resp.status == 200
+    sent = electric_upstream.electric.requests[-1].query
+    assert sorted(sent.keys()) == sorted(
+        ["offset", "log", "cache-buster", "table", "columns", "where", "params[1]", "secret"]
+    )
+    assert sent["columns"] == "id,org_id,title,done"
+    assert sent["secret"] == electric_upstream.secret
+    assert sent["params[1]"] == "acme"
+
+
+async def test_chain_runs_in_the_given_order_and_errors_unwind_through_it(
+    proxy_client: Any, electric_upstream: RunningUpstream
+) -> None:
+    trace: list[str] = []
+
+    def named(name: str, fail: bool = False) -> Any:
+        async def step(request: web.Request, handler: Handler) -> web.StreamResponse:
+            trace.append(f"{name}>")
+            if fail:
+                raise Forbidden("no")
+            resp = await handler(request)
+            resp.headers.add("X-Trace", name)
+            trace.append(f"<{name}")
+            return resp
+
+        return step
+
+    client = await proxy_client([named("c"), named("a"), named("b", fail=True), named("z")])
+    resp = await client.get("/v1/shape?offset=-1")
+    assert resp.status == 403
+    assert trace == ["c>", "a>", "b>", "<a", "<c"]
+    assert resp.headers.getall("X-Trace") == ["a", "c"]
+    assert electric_upstream.electric.requests == []
+
+
+async def test_state_is_typed_per_request(proxy_client: Any, electric_upstream: RunningUpstream) -> None:
+    seen: list[Any] = []
+
+    async def look(request: web.Request, handler: Handler) -> web.StreamResponse:
+        seen.append((request.get(PRINCIPAL), request[UPSTREAM].method))
+        return await handler(request)
+
+    client = await proxy_client([*standard_chain(electric_upstream)[:1], look])
+    await client.get("/v1/shape?offset=-1", headers=auth(ALICE))
+    assert seen[0][0].id == "alice"
+    assert seen[0][1] == "GET"
+
+
+async def test_mounted_as_a_sub_app_under_a_prefix(
+    aiohttp_client: Any, electric_upstream: RunningUpstream
+) -> None:
+    proxy = ShapeProxy(upstream=electric_upstream.url, chain=standard_chain(electric_upstream))
+    app = web.Application()
+    app.add_subapp("/electric", proxy.app())
+    client = await aiohttp_client(app)
+    resp = await client.get("/electric/v1/shape?offset=-1", headers=auth(ALICE))
+    assert resp.status == 200
+    assert (await client.get("/electric/v1/shape/?offset=-1", headers=auth(ALICE))).status == 404

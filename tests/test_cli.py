@@ -1,0 +1,95 @@
+"""The electric-proxy command, run as a user runs it (a subprocess)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import aiohttp
+
+from electric_proxy.demo import DEMO_TOKENS
+
+SECRET = "cli-secret-value-abcdef"
+
+
+def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "electric_proxy.cli", *args],
+        capture_output=True, text=True, timeout=60, env={**os.environ, **(env or {})},
+    )
+
+
+def write_config(tmp_path: Path, body: str) -> Path:
+    path = tmp_path / "proxy.toml"
+    path.write_text(body)
+    return path
+
+
+def test_check_config_ok_and_masked(tmp_path: Path) -> None:
+    path = write_config(tmp_path, (
+        '[upstream]\nurl = "http://localhost:3000/v1/shape"\n'
+        '[[chain]]\nuse = "credentials"\nsecret = { "$env" = "ELECTRIC_SECRET" }\n'
+    ))
+    result = run("check-config", str(path), "--show", env={"ELECTRIC_SECRET": SECRET})
+    assert result.returncode == 0, result.stderr
+    assert "ok; chain: credentials" in result.stdout
+    assert SECRET not in result.stdout + result.stderr
+
+
+def test_check_config_bad_exits_1_naming_the_option(tmp_path: Path) -> None:
+    path = write_config(tmp_path, (
+        '[upstream]\nurl = "http://localhost:3000/v1/shape"\n'
+        '[[chain]]\nuse = "policy"\n[chain.shapes.todos]\nreplica = "sometimes"\n'
+    ))
+    result = run("check-config", str(path))
+    assert result.returncode == 1
+    assert "chain[0] (policy).shapes.todos.replica" in result.stderr
+
+
+def test_plugins_lists_builtins_with_their_distribution() -> None:
+    result = run("plugins")
+    assert result.returncode == 0
+    lines = result.stdout.splitlines()
+    assert lines[0].split() == ["NAME", "DISTRIBUTION", "VERSION", "OBJECT"]
+    rows = {line.split()[0]: line.split() for line in lines[1:]}
+    for name in ("bearer", "credentials", "policy"):
+        assert rows[name][1] == "electric-proxy"
+        assert re.fullmatch(r"\d+\.\d+\.\d+.*", rows[name][2])
+
+
+async def _wait_for_line(stream: asyncio.StreamReader, needle: str) -> str:
+    seen = ""
+    while needle not in seen:
+        line = await asyncio.wait_for(stream.readline(), 20)
+        assert line, f"process ended before printing {needle!r}: {seen}"
+        seen += line.decode()
+    return seen
+
+
+async def test_demo_shows_each_user_only_their_org() -> None:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "electric_proxy.cli", "demo", "--port", "0",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )
+    assert proc.stdout is not None
+    try:
+        text = await _wait_for_line(proc.stdout, "Ctrl-C stops the demo")
+        base = re.search(r"proxy (http://\S+),", text)
+        assert base, text
+        async with aiohttp.ClientSession() as session:
+            for user, org in (("alice", "acme"), ("bob", "globex")):
+                headers = {"Authorization": f"Bearer {DEMO_TOKENS[user]}"}
+                async with session.get(base[1], params={"offset": "-1"}, headers=headers) as r:
+                    assert r.status == 200
+                    orgs = {m["value"]["org_id"] for m in await r.json() if "value" in m}
+                assert orgs == {org}
+            async with session.get(base[1], params={"offset": "-1"}) as r:
+                assert r.status == 401
+    finally:
+        proc.terminate()
+        await asyncio.wait_for(proc.wait(), 10)
+    assert proc.returncode == 0

@@ -1,0 +1,100 @@
+"""Config files: indirection for secrets, option paths in every error, masking."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from electric_proxy import BearerAuth, ConfigError, Credentials, ShapePolicy, parse_config
+from electric_proxy.config import load_config
+
+GOOD = {
+    "server": {"port": 9000},
+    "upstream": {"url": "http://electric:3000"},
+    "chain": [
+        {"use": "bearer", "tokens": [{"token": {"$env": "ALICE_TOKEN"}, "sub": "alice"}]},
+        {"use": "policy", "shapes": {"todos": {"where": "org_id = :org_id"}}},
+        {"use": "credentials", "secret": {"$file": "electric.secret"}},
+    ],
+}
+
+
+@pytest.fixture
+def secrets(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    (tmp_path / "electric.secret").write_text("file-secret-value-123\n")
+    monkeypatch.setenv("ALICE_TOKEN", "env-token-value-4567890")
+    return tmp_path
+
+
+def test_builds_the_chain_in_config_order(secrets: Path) -> None:
+    config = parse_config(GOOD, base=secrets)
+    assert [name for name, _ in config.steps] == ["bearer", "policy", "credentials"]
+    assert [type(step) for _, step in config.steps] == [BearerAuth, ShapePolicy, Credentials]
+    assert config.upstream.url == "http://electric:3000/v1/shape"
+    assert config.server.port == 9000
+    credentials = config.steps[2][1]
+    assert isinstance(credentials, Credentials) and credentials.secret is not None
+    assert credentials.secret.get_secret_value() == "file-secret-value-123"
+
+
+def test_describe_masks_every_secret(secrets: Path) -> None:
+    shown = json.dumps(parse_config(GOOD, base=secrets).describe())
+    assert "file-secret-value-123" not in shown
+    assert "env-token-value-4567890" not in shown
+    assert "**********" in shown
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        (lambda c: c["chain"][1]["shapes"]["todos"].update(replica="half"),
+         "chain[1] (policy).shapes.todos.replica: Input should be 'default' or 'full'"),
+        (lambda c: c["chain"][1]["shapes"]["todos"].update(where="org_id = ("),
+         "chain[1] (policy).shapes.todos.where: Value error, invalid row filter"),
+        (lambda c: c["chain"][2].update(secret_param="password"),
+         "chain[2] (credentials).secret_param: Input should be"),
+        (lambda c: c["chain"][2].update(colour="blue"),
+         "chain[2] (credentials).colour: Extra inputs are not permitted"),
+        (lambda c: c["chain"].append({"use": "nope"}),
+         "chain[3]: no step named 'nope' is installed"),
+        (lambda c: c["chain"].append({"tokens": []}), "chain[3]: expected a table with `use"),
+        (lambda c: c["chain"][0]["tokens"][0].update(token={"$env": "MISSING_VAR_X"}),
+         "chain[0].tokens[0].token: environment variable 'MISSING_VAR_X' is not set"),
+        (lambda c: c["upstream"].update(url="ftp://x"),
+         "upstream.url: Value error, expected an http:// or https:// URL"),
+        (lambda c: c["upstream"].update(url="http://e:3000/v1/shape?secret=x"),
+         "upstream.url: Value error, the upstream URL must not carry a query"),
+        (lambda c: c.update(extra={}), "extra: unknown section"),
+    ],
+)
+def test_errors_name_the_step_and_option_path(secrets: Path, change: Any, expected: str) -> None:
+    config = json.loads(json.dumps(GOOD))
+    change(config)
+    with pytest.raises(ConfigError) as info:
+        parse_config(config, base=secrets)
+    assert any(p.startswith(expected) for p in info.value.problems), info.value.problems
+
+
+def test_errors_never_echo_secret_values(secrets: Path) -> None:
+    config = json.loads(json.dumps(GOOD))
+    config["chain"][0]["tokens"][0]["token"] = "short"
+    with pytest.raises(ConfigError) as info:
+        parse_config(config, base=secrets)
+    assert "short" not in str(info.value)
+    assert "chain[0] (bearer).tokens.0.token" in str(info.value)
+
+
+def test_load_config_reads_toml(secrets: Path) -> None:
+    path = secrets / "proxy.toml"
+    path.write_text(
+        '[upstream]\nurl = "http://localhost:3000/v1/shape"\n\n'
+        '[[chain]]\nuse = "credentials"\nsecret = { "$file" = "electric.secret" }\n'
+    )
+    config = load_config(path)
+    assert [name for name, _ in config.steps] == ["credentials"]
+    path.write_text("[upstream\n")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_config(path)

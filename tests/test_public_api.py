@@ -1,0 +1,36 @@
+"""The exported names are the documented public API, and every built-in step is documented."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import electric_proxy
+from electric_proxy.registry import available_steps, load_step_class
+
+README = (Path(__file__).parent.parent / "README.md").read_text()
+
+
+def test_all_is_sorted_and_complete() -> None:
+    exported = electric_proxy.__all__
+    assert exported == sorted(exported, key=lambda n: (not n.isupper(), n))
+    public = {n for n in vars(electric_proxy) if not n.startswith("_")} - {
+        "app", "chain", "config", "errors", "forward", "protocol", "registry", "steps", "where",
+    }
+    assert set(exported) == public
+
+
+def test_every_export_is_documented_in_the_readme() -> None:
+    missing = [n for n in electric_proxy.__all__ if not re.search(rf"\b{re.escape(n)}\b", README)]
+    assert missing == []
+
+
+def test_every_builtin_step_is_registered_documented_and_tested() -> None:
+    tests = Path(__file__).parent
+    for info in available_steps():
+        if info.distribution != "electric-proxy":
+            continue
+        cls = load_step_class(info.name)
+        assert f'use = "{info.name}"' in README, f"README has no config example for {info.name}"
+        module = cls.__module__.rsplit(".", 1)[-1]
+        assert (tests / "steps" / f"test_{module}.py").exists(), f"no tests for {info.name}"
