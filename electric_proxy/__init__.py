@@ -1,7 +1,16 @@
 """electric-proxy: a secure, streaming, pluggable aiohttp proxy in front of ElectricSQL."""
 
 from .app import ShapeProxy
-from .chain import PRINCIPAL, UPSTREAM, Handler, Middleware, Principal, Step, UpstreamRequest, client_query
+from .chain import (
+    PRINCIPAL,
+    UPSTREAM,
+    Handler,
+    Middleware,
+    Principal,
+    Step,
+    UpstreamRequest,
+    client_query,
+)
 from .config import ConfigError, ProxyConfig, load_config, parse_config
 from .errors import (
     BadRequest,

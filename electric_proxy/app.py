@@ -38,10 +38,10 @@ class ShapeProxy:
         chain: Sequence[Middleware] = (),
         path: str = "/v1/shape",
     ) -> None:
-        if not path.startswith("/") or path.endswith("/") and path != "/":
+        if not path.startswith("/") or (path.endswith("/") and path != "/"):
             raise ValueError(f"path must start with '/' and not end with one: {path!r}")
-        settings = upstream if isinstance(upstream, UpstreamSettings) else UpstreamSettings(
-            url=upstream
+        settings = (
+            upstream if isinstance(upstream, UpstreamSettings) else UpstreamSettings(url=upstream)
         )
         self.path = path
         self.forwarder = Forwarder(settings)

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
-from multidict import CIMultiDict, MultiDict, MultiDictProxy
+from multidict import CIMultiDict, MultiDict, MultiMapping
 from pydantic import BaseModel, ConfigDict
 
 from .errors import DuplicateParameter, ProxyError
@@ -76,21 +76,20 @@ class UpstreamRequest:
 
 PRINCIPAL = web.RequestKey("electric_proxy.principal", Principal)
 UPSTREAM = web.RequestKey("electric_proxy.upstream", UpstreamRequest)
-_CLIENT_QUERY = web.RequestKey("electric_proxy.client_query", MultiDictProxy[str])
+_CLIENT_QUERY: web.RequestKey[MultiMapping[str]] = web.RequestKey("electric_proxy.client_query")
 
 
-def client_query(request: web.Request) -> MultiDictProxy[str]:
+def client_query(request: web.Request) -> MultiMapping[str]:
     """The client's query string, refused if it repeats a key the proxy reads.
 
     Electric keeps the *last* value of a repeated key; a check that reads the first one
     could be bypassed, so a repeat is an error rather than a choice.
     """
-    cached = request.get(_CLIENT_QUERY)
-    if cached is not None:
-        return cached
-    query = request.query
+    if _CLIENT_QUERY in request:
+        return request[_CLIENT_QUERY]
+    query: MultiMapping[str] = request.query
     seen: set[str] = set()
-    for key in query:
+    for key, _ in query.items():  # keys() would hide the repeats
         if key in seen and (key in SINGLE_VALUED_PARAMS or key.startswith(PARAMS_PREFIX)):
             raise DuplicateParameter(
                 f"query parameter {key!r} is given more than once", details={"parameter": key}

@@ -70,9 +70,7 @@ class ProxyConfig:
         return {
             "server": self.server.model_dump(mode="json"),
             "upstream": self.upstream.model_dump(mode="json"),
-            "chain": [
-                {"use": name, **step.model_dump(mode="json")} for name, step in self.steps
-            ],
+            "chain": [{"use": name, **step.model_dump(mode="json")} for name, step in self.steps],
         }
 
 
@@ -137,7 +135,7 @@ def parse_config(raw: Mapping[str, Any], *, base: Path = Path()) -> ProxyConfig:
     for index, entry in enumerate(chain):
         where = f"chain[{index}]"
         if not isinstance(entry, Mapping) or not isinstance(entry.get("use"), str):
-            problems.append(f"{where}: expected a table with `use = \"<step name>\"`")
+            problems.append(f'{where}: expected a table with `use = "<step name>"`')
             continue
         name = entry["use"]
         options = {k: v for k, v in entry.items() if k != "use"}

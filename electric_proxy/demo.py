@@ -24,6 +24,7 @@ __all__ = ["DEMO_TOKENS", "demo_config", "run_demo"]
 
 DEMO_TOKENS = {"alice": "demo-token-alice-acme", "bob": "demo-token-bob-globex"}
 
+
 def demo_config(upstream_url: str, secret: str) -> dict[str, Any]:
     """The demo's config, as a ``proxy.toml`` would hold it (secret inline only here)."""
     return {

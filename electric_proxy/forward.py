@@ -16,7 +16,6 @@ Design choices, each forced by the protocol:
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
@@ -108,7 +107,7 @@ class UpstreamResponse(web.StreamResponse):
         try:
             async for chunk in upstream.content.iter_any():
                 await self.write(chunk)
-        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, aiohttp.ClientError) as exc:
             # Headers are gone already; ending the reply normally would make a truncated body
             # look complete, so the client connection is cut instead.
             log.warning("upstream body failed mid-stream: %s", type(exc).__name__)
@@ -178,7 +177,7 @@ class Forwarder:
                 data=built.body,
                 allow_redirects=False,
             )
-        except asyncio.TimeoutError as exc:
+        except TimeoutError as exc:
             raise UpstreamTimeout("Electric did not answer in time") from exc
         except (aiohttp.ClientError, OSError) as exc:
             log.warning("upstream request failed: %s", type(exc).__name__)

@@ -26,15 +26,26 @@ PASS_THROUGH_PARAMS: Final = frozenset(
 )
 
 #: Client parameters that carry SQL: only a policy step may forward them, after validation.
-CLIENT_FILTER_PARAMS: Final = frozenset({"where", "subset__where", "subset__params", "subset__order_by"})
+CLIENT_FILTER_PARAMS: Final = frozenset(
+    {"where", "subset__where", "subset__params", "subset__order_by"}
+)
 
 #: Sent by the TS client for its own bookkeeping and ignored by the server: dropped.
 IGNORED_CLIENT_PARAMS: Final = frozenset({"subset__where_expr", "subset__order_by_expr"})
 
 #: The shape definition and credentials: decided by the server side, never taken from a client.
 SERVER_PARAMS: Final = frozenset(
-    {"table", "columns", "where", "replica", "queryable_columns", "secret", "api_secret",
-     "source_secret", "source_id"}
+    {
+        "table",
+        "columns",
+        "where",
+        "replica",
+        "queryable_columns",
+        "secret",
+        "api_secret",
+        "source_secret",
+        "source_id",
+    }
 )
 
 #: Keys the proxy reads from a client; a repeated one is ambiguous (Plug keeps the last

@@ -80,4 +80,3 @@ def build_step(name: str, options: Mapping[str, Any]) -> Step:
     """Construct a step from config options; ``ValidationError`` carries the option paths."""
     cls = load_step_class(name)
     return cls.model_validate(dict(options))
-

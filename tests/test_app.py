@@ -2,26 +2,46 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
 from aiohttp import web
-
 from conftest import ALICE, auth, standard_chain
+
 from electric_proxy import PRINCIPAL, UPSTREAM, Forbidden, Handler, ShapeProxy
 from electric_proxy.testing.pytest_plugin import RunningUpstream
 
 
 @pytest.mark.parametrize(
     "path",
-    ["/v1/shape/", "//v1/shape", "/v1/%73hape", "/V1/shape", "/v1/shape%2F", "/v1//shape",
-     "/v1/shape/..", "/v1/./shape"],
+    [
+        "/v1/shape/",
+        "//v1/shape",
+        "/v1/%73hape",
+        "/V1/shape",
+        "/v1/shape%2F",
+        "/v1//shape",
+        "/v1/shape/..",
+        "/v1/./shape",
+    ],
 )
 async def test_path_variants_never_reach_the_upstream(
     shape_client: Any, electric_upstream: RunningUpstream, path: str
 ) -> None:
-    resp = await shape_client.get(path + "?offset=-1", headers=auth(ALICE))
-    assert resp.status == 404
+    # Sent as raw bytes: an HTTP client library would normalise the very variants tested.
+    reader, writer = await asyncio.open_connection(
+        shape_client.server.host, shape_client.server.port
+    )
+    writer.write(
+        f"GET {path}?offset=-1 HTTP/1.1\r\nHost: proxy\r\nAuthorization: Bearer {ALICE}\r\n"
+        "Connection: close\r\n\r\n".encode()
+    )
+    status_line = await reader.readline()
+    response = await reader.read()
+    writer.close()
+    assert status_line.split()[1] in (b"400", b"404"), status_line
+    assert b"electric-handle" not in response
     assert electric_upstream.electric.requests == []
 
 
@@ -36,7 +56,9 @@ async def test_other_methods_are_refused_with_json(
     assert electric_upstream.electric.requests == []
 
 
-async def test_options_is_answered_locally(shape_client: Any, electric_upstream: RunningUpstream) -> None:
+async def test_options_is_answered_locally(
+    shape_client: Any, electric_upstream: RunningUpstream
+) -> None:
     resp = await shape_client.options("/v1/shape")
     assert resp.status == 204
     assert electric_upstream.electric.requests == []
@@ -44,9 +66,13 @@ async def test_options_is_answered_locally(shape_client: Any, electric_upstream:
 
 @pytest.mark.parametrize(
     "query",
-    ["offset=-1&offset=0_0", "table=todos&table=users&offset=-1",
-     "offset=-1&where=done&where=true", "offset=-1&params%5B1%5D=a&params[1]=b",
-     "offset=-1&secret=a&secret=b"],
+    [
+        "offset=-1&offset=0_0",
+        "table=todos&table=users&offset=-1",
+        "offset=-1&where=done&where=true",
+        "offset=-1&params%5B1%5D=a&params[1]=b",
+        "offset=-1&secret=a&secret=b",
+    ],
 )
 async def test_repeated_protocol_keys_are_a_400(
     shape_client: Any, electric_upstream: RunningUpstream, query: str
@@ -63,9 +89,17 @@ async def test_upstream_query_is_built_from_scratch(
     resp = await shape_client.get(
         "/v1/shape",
         params={
-            "offset": "-1", "log": "full", "cache-buster": "x1", "table": "todos",
-            "columns": "secret_col", "replica": "full", "secret": "mine", "source_id": "x",
-            "api_secret": "mine", "queryable_columns": "x", "experimental_compaction": "true",
+            "offset": "-1",
+            "log": "full",
+            "cache-buster": "x1",
+            "table": "todos",
+            "columns": "secret_col",
+            "replica": "full",
+            "secret": "mine",
+            "source_id": "x",
+            "api_secret": "mine",
+            "queryable_columns": "x",
+            "experimental_compaction": "true",
             "whatever": "1",
         },
         headers=auth(ALICE),
@@ -105,7 +139,9 @@ async def test_chain_runs_in_the_given_order_and_errors_unwind_through_it(
     assert electric_upstream.electric.requests == []
 
 
-async def test_state_is_typed_per_request(proxy_client: Any, electric_upstream: RunningUpstream) -> None:
+async def test_state_is_typed_per_request(
+    proxy_client: Any, electric_upstream: RunningUpstream
+) -> None:
     seen: list[Any] = []
 
     async def look(request: web.Request, handler: Handler) -> web.StreamResponse:

@@ -19,7 +19,10 @@ SECRET = "cli-secret-value-abcdef"
 def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "electric_proxy.cli", *args],
-        capture_output=True, text=True, timeout=60, env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, **(env or {})},
     )
 
 
@@ -30,10 +33,13 @@ def write_config(tmp_path: Path, body: str) -> Path:
 
 
 def test_check_config_ok_and_masked(tmp_path: Path) -> None:
-    path = write_config(tmp_path, (
-        '[upstream]\nurl = "http://localhost:3000/v1/shape"\n'
-        '[[chain]]\nuse = "credentials"\nsecret = { "$env" = "ELECTRIC_SECRET" }\n'
-    ))
+    path = write_config(
+        tmp_path,
+        (
+            '[upstream]\nurl = "http://localhost:3000/v1/shape"\n'
+            '[[chain]]\nuse = "credentials"\nsecret = { "$env" = "ELECTRIC_SECRET" }\n'
+        ),
+    )
     result = run("check-config", str(path), "--show", env={"ELECTRIC_SECRET": SECRET})
     assert result.returncode == 0, result.stderr
     assert "ok; chain: credentials" in result.stdout
@@ -41,10 +47,13 @@ def test_check_config_ok_and_masked(tmp_path: Path) -> None:
 
 
 def test_check_config_bad_exits_1_naming_the_option(tmp_path: Path) -> None:
-    path = write_config(tmp_path, (
-        '[upstream]\nurl = "http://localhost:3000/v1/shape"\n'
-        '[[chain]]\nuse = "policy"\n[chain.shapes.todos]\nreplica = "sometimes"\n'
-    ))
+    path = write_config(
+        tmp_path,
+        (
+            '[upstream]\nurl = "http://localhost:3000/v1/shape"\n'
+            '[[chain]]\nuse = "policy"\n[chain.shapes.todos]\nreplica = "sometimes"\n'
+        ),
+    )
     result = run("check-config", str(path))
     assert result.returncode == 1
     assert "chain[0] (policy).shapes.todos.replica" in result.stderr
@@ -72,8 +81,14 @@ async def _wait_for_line(stream: asyncio.StreamReader, needle: str) -> str:
 
 async def test_demo_shows_each_user_only_their_org() -> None:
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "electric_proxy.cli", "demo", "--port", "0",
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        sys.executable,
+        "-m",
+        "electric_proxy.cli",
+        "demo",
+        "--port",
+        "0",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
     )
     assert proc.stdout is not None
     try:

@@ -50,23 +50,39 @@ def test_describe_masks_every_secret(secrets: Path) -> None:
 @pytest.mark.parametrize(
     ("change", "expected"),
     [
-        (lambda c: c["chain"][1]["shapes"]["todos"].update(replica="half"),
-         "chain[1] (policy).shapes.todos.replica: Input should be 'default' or 'full'"),
-        (lambda c: c["chain"][1]["shapes"]["todos"].update(where="org_id = ("),
-         "chain[1] (policy).shapes.todos.where: Value error, invalid row filter"),
-        (lambda c: c["chain"][2].update(secret_param="password"),
-         "chain[2] (credentials).secret_param: Input should be"),
-        (lambda c: c["chain"][2].update(colour="blue"),
-         "chain[2] (credentials).colour: Extra inputs are not permitted"),
-        (lambda c: c["chain"].append({"use": "nope"}),
-         "chain[3]: no step named 'nope' is installed"),
+        (
+            lambda c: c["chain"][1]["shapes"]["todos"].update(replica="half"),
+            "chain[1] (policy).shapes.todos.replica: Input should be 'default' or 'full'",
+        ),
+        (
+            lambda c: c["chain"][1]["shapes"]["todos"].update(where="org_id = ("),
+            "chain[1] (policy).shapes.todos.where: Value error, invalid row filter",
+        ),
+        (
+            lambda c: c["chain"][2].update(secret_param="password"),
+            "chain[2] (credentials).secret_param: Input should be",
+        ),
+        (
+            lambda c: c["chain"][2].update(colour="blue"),
+            "chain[2] (credentials).colour: Extra inputs are not permitted",
+        ),
+        (
+            lambda c: c["chain"].append({"use": "nope"}),
+            "chain[3]: no step named 'nope' is installed",
+        ),
         (lambda c: c["chain"].append({"tokens": []}), "chain[3]: expected a table with `use"),
-        (lambda c: c["chain"][0]["tokens"][0].update(token={"$env": "MISSING_VAR_X"}),
-         "chain[0].tokens[0].token: environment variable 'MISSING_VAR_X' is not set"),
-        (lambda c: c["upstream"].update(url="ftp://x"),
-         "upstream.url: Value error, expected an http:// or https:// URL"),
-        (lambda c: c["upstream"].update(url="http://e:3000/v1/shape?secret=x"),
-         "upstream.url: Value error, the upstream URL must not carry a query"),
+        (
+            lambda c: c["chain"][0]["tokens"][0].update(token={"$env": "MISSING_VAR_X"}),
+            "chain[0].tokens[0].token: environment variable 'MISSING_VAR_X' is not set",
+        ),
+        (
+            lambda c: c["upstream"].update(url="ftp://x"),
+            "upstream.url: Value error, expected an http:// or https:// URL",
+        ),
+        (
+            lambda c: c["upstream"].update(url="http://e:3000/v1/shape?secret=x"),
+            "upstream.url: Value error, the upstream URL must not carry a query",
+        ),
         (lambda c: c.update(extra={}), "extra: unknown section"),
     ],
 )

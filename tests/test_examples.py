@@ -22,7 +22,9 @@ def load(name: str) -> ModuleType:
     return module
 
 
-async def test_embed_in_aiohttp_app(aiohttp_client: Any, electric_upstream: RunningUpstream) -> None:
+async def test_embed_in_aiohttp_app(
+    aiohttp_client: Any, electric_upstream: RunningUpstream
+) -> None:
     example = load("embed_in_aiohttp_app")
     client = await aiohttp_client(example.make_app(electric_upstream.url, electric_upstream.secret))
 

@@ -111,7 +111,9 @@ async def test_gzip_passes_through_untouched(proxy_for: Any) -> None:
 
     client = await proxy_for(gz)
     raw = await client.get(
-        "/v1/shape", params={"offset": "-1"}, headers={"Accept-Encoding": "gzip"},
+        "/v1/shape",
+        params={"offset": "-1"},
+        headers={"Accept-Encoding": "gzip"},
         auto_decompress=False,
     )
     assert raw.headers["Content-Encoding"] == "gzip"
@@ -121,7 +123,9 @@ async def test_gzip_passes_through_untouched(proxy_for: Any) -> None:
     decoded = await client.get("/v1/shape", params={"offset": "-1"})
     assert await decoded.json() == json.loads(payload)
     # aiohttp's own default Accept-Encoding must not be added when the client sent none.
-    plain = await client.get("/v1/shape", params={"offset": "-1"}, skip_auto_headers=["Accept-Encoding"])
+    plain = await client.get(
+        "/v1/shape", params={"offset": "-1"}, skip_auto_headers=["Accept-Encoding"]
+    )
     assert "Content-Encoding" not in plain.headers
     assert await plain.read() == payload
     assert seen_encodings[-1] is None
@@ -321,13 +325,13 @@ async def test_many_live_requests_are_not_queued_behind_a_small_pool(proxy_for: 
             r.release()
 
 
-@pytest.mark.parametrize("timeout", [0.5])
-async def test_long_poll_shorter_than_read_timeout_is_not_cut(proxy_for: Any, timeout: float) -> None:
+@pytest.mark.parametrize("hold", [0.5])
+async def test_long_poll_shorter_than_read_timeout_is_not_cut(proxy_for: Any, hold: float) -> None:
     async def holds(request: web.Request) -> web.StreamResponse:
-        await asyncio.sleep(timeout)
+        await asyncio.sleep(hold)
         return web.Response(text="[]", content_type="application/json")
 
-    client = await proxy_for(holds, read_timeout=timeout * 4)
+    client = await proxy_for(holds, read_timeout=hold * 4)
     resp = await client.get("/v1/shape", params={"offset": "0_0", "live": "true"})
     assert resp.status == 200
 

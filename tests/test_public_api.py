@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from types import ModuleType
 
 import electric_proxy
 from electric_proxy.registry import available_steps, load_step_class
@@ -14,8 +15,10 @@ README = (Path(__file__).parent.parent / "README.md").read_text()
 def test_all_is_sorted_and_complete() -> None:
     exported = electric_proxy.__all__
     assert exported == sorted(exported, key=lambda n: (not n.isupper(), n))
-    public = {n for n in vars(electric_proxy) if not n.startswith("_")} - {
-        "app", "chain", "config", "errors", "forward", "protocol", "registry", "steps", "where",
+    public = {
+        name
+        for name, value in vars(electric_proxy).items()
+        if not name.startswith(("_", "@")) and not isinstance(value, ModuleType)
     }
     assert set(exported) == public
 

@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from typing import Any, Literal
 
 from aiohttp import hdrs, web
-from multidict import MultiDictProxy
+from multidict import MultiDict, MultiMapping
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
 
 from ..chain import PRINCIPAL, UPSTREAM, Handler, Principal, Step, client_query
@@ -142,7 +142,7 @@ class ShapePolicy(Step):
 
         self._combine = combined
 
-    def _select(self, query: MultiDictProxy[str]) -> tuple[str, ShapeRule]:
+    def _select(self, query: MultiMapping[str]) -> tuple[str, ShapeRule]:
         name = query.get("table")
         if name is None:
             if len(self.shapes) == 1:
@@ -167,15 +167,19 @@ class ShapePolicy(Step):
         principal = request.get(PRINCIPAL)
         self._check_required(rule, principal)
 
-        client_params = {k[len(PARAMS_PREFIX) : -1]: v for k, v in query.items()
-                         if k.startswith(PARAMS_PREFIX) and k.endswith("]")}
+        client_params = {
+            k[len(PARAMS_PREFIX) : -1]: v
+            for k, v in query.items()
+            if k.startswith(PARAMS_PREFIX) and k.endswith("]")
+        }
         client_where = query.get("where")
         if (client_where is not None or client_params) and not rule.client_where:
             raise BadRequest("this shape takes no client filter", code="filter_not_allowed")
         try:
             where, needed = self._combine(name, client_where)
-            server_values = [_claim_text(principal, c) for c in (rule._server.claims
-                                                                   if rule._server else ())]
+            server_values = [
+                _claim_text(principal, c) for c in (rule._server.claims if rule._server else ())
+            ]
             values = server_values + check_params(client_params, needed=needed, field="params")
         except WhereError as exc:
             raise _filter_error(exc) from None
@@ -200,7 +204,7 @@ class ShapePolicy(Step):
         return await handler(request)
 
     def _subset_from_query(
-        self, rule: ShapeRule, query: MultiDictProxy[str], out: Any
+        self, rule: ShapeRule, query: MultiMapping[str], out: MultiDict[str]
     ) -> None:
         where = query.get("subset__where")
         order_by = query.get("subset__order_by")

@@ -42,14 +42,14 @@ ProxyClientFactory = Callable[..., Awaitable[TestClient[Any, Any]]]
 async def electric_upstream(aiohttp_server: Any) -> RunningUpstream:
     """The two-tenant ``todos`` upstream, requiring :data:`UPSTREAM_SECRET`; short holds."""
     electric = two_tenant_upstream(UPSTREAM_SECRET, long_poll_timeout=1.0, sse_timeout=2.0)
-    server = await aiohttp_server(electric.app())
+    # Electric's own access log is not the proxy's; keeping it out lets tests scan the
+    # proxy's logs for secrets.
+    server = await aiohttp_server(electric.app(), access_log=None)
     return RunningUpstream(electric=electric, server=server, secret=UPSTREAM_SECRET)
 
 
 @pytest.fixture
-def proxy_client(
-    aiohttp_client: Any, electric_upstream: RunningUpstream
-) -> ProxyClientFactory:
+def proxy_client(aiohttp_client: Any, electric_upstream: RunningUpstream) -> ProxyClientFactory:
     """``await proxy_client(chain, path=..., **upstream_settings)``: a proxy on the upstream."""
 
     async def make(

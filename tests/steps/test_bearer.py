@@ -6,9 +6,9 @@ from typing import Any
 
 import pytest
 from aiohttp import web
+from conftest import ALICE, auth, standard_chain
 from pydantic import ValidationError
 
-from conftest import ALICE, auth, standard_chain
 from electric_proxy import BearerAuth, Principal, StaticToken
 from electric_proxy.testing.pytest_plugin import RunningUpstream
 
@@ -65,4 +65,6 @@ def test_options_are_validated() -> None:
     with pytest.raises(ValidationError):
         StaticToken(token="short", sub="x")
     with pytest.raises(ValidationError):
-        BearerAuth(tokens=[StaticToken(token="t" * 20, sub="a"), StaticToken(token="t" * 20, sub="b")])
+        BearerAuth(
+            tokens=[StaticToken(token="t" * 20, sub="a"), StaticToken(token="t" * 20, sub="b")]
+        )

@@ -6,8 +6,8 @@ import logging
 from typing import Any
 
 import pytest
-
 from conftest import ALICE, auth, standard_chain
+
 from electric_proxy import Credentials
 from electric_proxy.testing.pytest_plugin import RunningUpstream
 
@@ -19,8 +19,13 @@ async def test_secret_is_injected_and_client_credentials_dropped(
     client = await proxy_client(standard_chain(electric_upstream))
     resp = await client.get(
         "/v1/shape",
-        params={"offset": "-1", "secret": "client-guess", "api_secret": "x", "source_secret": "y",
-                "source_id": "z"},
+        params={
+            "offset": "-1",
+            "secret": "client-guess",
+            "api_secret": "x",
+            "source_secret": "y",
+            "source_id": "z",
+        },
         headers=auth(ALICE),
     )
     assert resp.status == 200
