@@ -152,7 +152,7 @@ def _parse_identifier(ident: str) -> tuple[str | None, str | None]:
         inner = ident[1:-1]
         if not inner:
             return None, "Invalid zero-length delimited identifier"
-        if re.search(r'(?<!")"(?!")', inner.replace('""', "")):
+        if '"' in inner.replace('""', ""):
             return None, f"Invalid identifier with unescaped quote: {inner}"
         return inner.replace('""', '"'), None
     if not ident:
@@ -509,7 +509,9 @@ class FakeElectric:
 
     Counters for tests: `requests` (every request received, in order), `held` (requests
     currently waiting in a live long-poll or SSE stream) and `cancelled` (handlers that ended
-    because the client went away: cancelled by aiohttp or failing to write).
+    because the client went away: cancelled by aiohttp or failing to write). `wait_until`
+    synchronises a test with those counters; `start`/`stop` serve it on a real port for the
+    demo and for the TypeScript client, with handler cancellation on so disconnects count.
     """
 
     def __init__(
@@ -539,15 +541,21 @@ class FakeElectric:
         self._lsn = _INITIAL_LSN
         self._marks = itertools.count(1)
         self._runner: web.AppRunner | None = None
+        self._activity = _Signal()
 
     # -- data ---------------------------------------------------------------------------------
 
     def add_table(
         self, name: str, columns: Sequence[Column], rows: Iterable[Mapping[str, object]] = ()
     ) -> None:
-        """Create (or replace) a table; `name` is `items` or `public.items`, taken literally."""
+        """Create a table; `name` is `items` or `public.items`, taken literally (no case folding).
+
+        Values may be Python objects or Postgres text; they are served as Postgres text output.
+        """
         schema, _, table_name = name.rpartition(".")
         table = _Table(schema or "public", table_name, columns)
+        if (table.schema, table.name) in self._tables:
+            raise ValueError(f"table {table.quoted} already exists")
         self._tables[(table.schema, table.name)] = table
         for row in rows:
             self._store_new(table, row)
@@ -589,6 +597,24 @@ class FakeElectric:
                                                              shape.predicate)
                 shape.rotated = True
                 shape.signal.fire()
+
+    async def wait_until(self, condition: Callable[[], bool], within: float = 5.0) -> None:
+        """Return once `condition()` holds, e.g. `lambda: electric.held == 1`.
+
+        Re-checked whenever a request arrives or is held, released or cancelled, so tests can
+        synchronise with the server without sleeping; raises `TimeoutError` after `within` s.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + within
+        while not condition():
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                raise TimeoutError("condition not reached on the fake Electric")
+            await self._activity.wait(remaining)
+
+    def _held(self, delta: int) -> None:
+        self.held += delta
+        self._activity.fire()
 
     def handles(self, table: str) -> list[str]:
         """Current handles of the shapes defined on `table`, oldest first."""
@@ -685,6 +711,7 @@ class FakeElectric:
             headers=CIMultiDictProxy(CIMultiDict(request.headers)),
             body=body,
         ))
+        self._activity.fire()
         incoming = request.headers.get("x-request-id", "")
         request[_REQUEST_ID] = (incoming if _REQUEST_ID_OK.fullmatch(incoming)
                                 else secrets.token_urlsafe(15))
@@ -781,6 +808,7 @@ class FakeElectric:
         if not request.get(_CLIENT_GONE):
             request[_CLIENT_GONE] = True
             self.cancelled += 1
+            self._activity.fire()
 
     async def _serve_shape(self, request: web.Request) -> web.StreamResponse:
         denied = self._unauthorized(request)
@@ -1140,7 +1168,7 @@ class FakeElectric:
         """A live long-poll: answer on the first change, rotation, or `long_poll_timeout`."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.long_poll_timeout
-        self.held += 1
+        self._held(+1)
         try:
             while True:
                 if shape.rotated:
@@ -1152,7 +1180,7 @@ class FakeElectric:
                 if remaining <= 0 or not await shape.signal.wait(remaining):
                     break
         finally:
-            self.held -= 1
+            self._held(-1)
         return await self._no_changes(request, req, shape)
 
     async def _out_of_bounds(
@@ -1161,14 +1189,14 @@ class FakeElectric:
         """An offset past the log end is held for half a long-poll, then refused (§2)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.long_poll_timeout / 2
-        self.held += 1
+        self._held(+1)
         try:
             while not shape.rotated and req.offset > shape.last_offset:
                 remaining = deadline - loop.time()
                 if remaining <= 0 or not await shape.signal.wait(remaining):
                     break
         finally:
-            self.held -= 1
+            self._held(-1)
         if shape.rotated:
             return self._must_refetch(request, self._current_handle(shape))
         if req.offset > shape.last_offset:
@@ -1285,7 +1313,7 @@ class FakeElectric:
         closes_at = loop.time() + self.sse_timeout
         quiet_since = loop.time()
         since = req.offset
-        self.held += 1
+        self._held(+1)
         try:
             while not shape.rotated:
                 messages, chunk_end = shape.read(since)
@@ -1309,7 +1337,7 @@ class FakeElectric:
                     continue
                 await shape.signal.wait(min(closes_at, keepalive_at) - current)
         finally:
-            self.held -= 1
+            self._held(-1)
         await self._finish(request, resp)
         return resp
 

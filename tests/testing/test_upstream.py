@@ -85,12 +85,6 @@ def controls(messages: Messages) -> list[str]:
     return [m["headers"]["control"] for m in messages if "control" in m["headers"]]
 
 
-async def until(condition: Callable[[], bool], seconds: float = 2.0) -> None:
-    async with asyncio.timeout(seconds):
-        while not condition():
-            await asyncio.sleep(0.005)
-
-
 async def test_initial_sync_in_chunks_then_up_to_date(aiohttp_client: AiohttpClient) -> None:
     electric = make_electric(chunk_rows=2)
     client = await aiohttp_client(electric.app())
@@ -186,7 +180,7 @@ async def test_live_long_poll_is_woken_by_an_insert(
                                   live="true", cursor=str(n)))
         for n in range(12)
     ]
-    await until(lambda: electric.held == 12)
+    await electric.wait_until(lambda: electric.held == 12)
     electric.insert("todos", {"id": 7, "org_id": "globex", "title": "Woken"})
 
     answers = await asyncio.gather(*waiters)
@@ -298,7 +292,7 @@ async def test_rotate_answers_409_with_the_new_handle(
     held = asyncio.create_task(
         shape(client, table="todos", handle=handle, offset=offset, live="true")
     )
-    await until(lambda: electric.held == 1)
+    await electric.wait_until(lambda: electric.held == 1)
     electric.rotate("todos")
     (new_handle,) = electric.handles("todos")
     assert new_handle != handle
@@ -453,7 +447,7 @@ async def test_sse_framing_keepalive_and_end(aiohttp_client: AiohttpClient) -> N
     assert resp.headers["cache-control"] == "public, max-age=1"
     assert "content-encoding" not in resp.headers
     assert "electric-cursor" in resp.headers
-    await until(lambda: electric.held == 1)
+    await electric.wait_until(lambda: electric.held == 1)
     electric.insert("todos", {"id": 8, "org_id": "acme", "title": "Streamed"})
     first = await resp.content.readuntil(b"\n\n")
     second = await resp.content.readuntil(b"\n\n")
@@ -567,11 +561,11 @@ async def test_held_and_cancelled_count_an_aborted_long_poll(
         client.get("/v1/shape", params={"table": "todos", "handle": handle, "offset": offset,
                                         "live": "true"})
     )
-    await until(lambda: electric.held == 1)
+    await electric.wait_until(lambda: electric.held == 1)
     request.cancel()
     with pytest.raises(asyncio.CancelledError):
         await request
-    await until(lambda: electric.cancelled == 1)
+    await electric.wait_until(lambda: electric.cancelled == 1)
     assert electric.held == 0
 
 
@@ -616,3 +610,37 @@ async def test_other_routes_and_stamps(client: Client) -> None:
     assert head.status == 200
     assert "electric-handle" in head.headers
     assert await head.read() == b""
+
+
+async def test_rotation_ends_an_sse_stream_silently(aiohttp_client: AiohttpClient) -> None:
+    electric = make_electric(sse_timeout=5.0)
+    client = await aiohttp_client(electric.app())
+    handle, offset, _ = await sync_to_end(client, table="todos")
+    query = {"table": "todos", "handle": handle, "offset": offset, "live": "true",
+             "live_sse": "true"}
+    resp = await client.get("/v1/shape", params=query)
+    await electric.wait_until(lambda: electric.held == 1)
+    electric.rotate("todos")
+    async with asyncio.timeout(1):
+        assert await resp.read() == b""
+    again = await client.get("/v1/shape", params=query)
+    assert again.status == 409
+    assert again.headers["electric-handle"] == electric.handles("todos")[0]
+
+
+async def test_changes_only_log_skips_the_snapshot(client: Client, electric: FakeElectric) -> None:
+    handle, offset, messages = await sync_to_end(client, table="todos", log="changes_only")
+    assert rows_of(messages) == []
+    assert "snapshot-end" not in controls(messages)
+    electric.insert("todos", {"id": 20, "org_id": "acme"})
+    _, body = await shape(client, table="todos", log="changes_only", handle=handle,
+                          offset=offset)
+    assert [m["value"]["id"] for m in body[:-1]] == ["20"]
+
+
+async def test_subset_where_errors_are_nested(client: Client) -> None:
+    resp = await client.get("/v1/shape", params={"table": "todos", "offset": "-1",
+                                                 "subset__where": "colour = 'red'"})
+    assert resp.status == 400
+    assert await resp.json() == {"message": "Invalid request", "errors": {
+        "subset": {"where": ["At location 0: unknown reference colour"]}}}
