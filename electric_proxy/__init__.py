@@ -28,22 +28,29 @@ from .errors import (
     UpstreamUnavailable,
 )
 from .forward import UpstreamResponse, UpstreamSettings
+from .logs import RequestIdLogFilter, current_request_id
 from .registry import ENTRY_POINT_GROUP, available_steps, build_step
 from .steps.auth import Authenticator, bearer_token
 from .steps.bearer import BearerAuth, StaticToken
+from .steps.cors import Cors
 from .steps.credentials import Credentials
+from .steps.headers import ResponseHeaders, merge_vary
 from .steps.policy import ShapePolicy, ShapeRule
+from .steps.request_id import CLIENT_IP, REQUEST_ID, RequestId
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "CLIENT_IP",
     "ENTRY_POINT_GROUP",
     "PRINCIPAL",
+    "REQUEST_ID",
     "UPSTREAM",
     "Authenticator",
     "BadRequest",
     "BearerAuth",
     "ConfigError",
+    "Cors",
     "Credentials",
     "DuplicateParameter",
     "Forbidden",
@@ -57,6 +64,9 @@ __all__ = [
     "Principal",
     "ProxyConfig",
     "ProxyError",
+    "RequestId",
+    "RequestIdLogFilter",
+    "ResponseHeaders",
     "ServiceUnavailable",
     "ShapePolicy",
     "ShapeProxy",
@@ -73,6 +83,8 @@ __all__ = [
     "bearer_token",
     "build_step",
     "client_query",
+    "current_request_id",
     "load_config",
+    "merge_vary",
     "parse_config",
 ]

@@ -14,9 +14,10 @@ from collections.abc import Sequence
 from aiohttp import hdrs, web
 from multidict import CIMultiDict
 
-from .chain import UPSTREAM, Handler, Middleware, UpstreamRequest, compose
+from .chain import UPSTREAM, Handler, Middleware, Step, UpstreamRequest, compose
 from .errors import MethodNotAllowed, NotFound
 from .forward import Forwarder, UpstreamSettings
+from .logs import bind_request_id
 from .protocol import FORWARDED_REQUEST_HEADERS, SHAPE_METHODS
 
 __all__ = ["ShapeProxy"]
@@ -52,6 +53,9 @@ class ShapeProxy:
         """Add the route and the upstream session's lifecycle to ``app``."""
         app.router.add_route("*", self.path, self._handle)
         app.cleanup_ctx.append(self.forwarder.session_ctx)
+        for step in self.steps:
+            if isinstance(step, Step) and step.holds_resources():
+                app.cleanup_ctx.append(step.cleanup_ctx)
 
     def app(self) -> web.Application:
         """A fresh application holding only this endpoint (standalone or as a sub-app)."""
@@ -62,6 +66,7 @@ class ShapeProxy:
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         # The router matches the *decoded* path, so /v1/%73hape would arrive here too.
         # Only the exact bytes of the configured route are served.
+        bind_request_id("-")
         raw_path = request.raw_path.partition("?")[0]
         resource = request.match_info.route.resource
         if resource is None or raw_path != resource.canonical:

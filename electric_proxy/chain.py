@@ -15,7 +15,7 @@ read a 401 that lacks CORS headers).
 from __future__ import annotations
 
 import abc
-from collections.abc import AsyncIterable, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -117,6 +117,17 @@ class Step(BaseModel, abc.ABC):
     @abc.abstractmethod
     async def __call__(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         """Run this step; call ``await handler(request)`` to continue down the chain."""
+
+    async def cleanup_ctx(self, app: web.Application) -> AsyncIterator[None]:
+        """Hold app-lifetime resources (an HTTP session, a cache): set up, yield, tear down.
+
+        Registered in the host app's ``cleanup_ctx`` only when a step overrides it.
+        """
+        yield
+
+    @classmethod
+    def holds_resources(cls) -> bool:
+        return cls.cleanup_ctx is not Step.cleanup_ctx
 
 
 def _guarded(step: Middleware, inner: Handler) -> Handler:

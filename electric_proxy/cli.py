@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from aiohttp import web
 
 from .config import ConfigError, ProxyConfig, load_config
+from .logs import RequestIdLogFilter
 from .registry import available_steps
 
 __all__ = ["main"]
@@ -110,10 +111,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    handler = logging.StreamHandler()
+    handler.addFilter(RequestIdLogFilter())
+    handler.setFormatter(
+        logging.Formatter("%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s")
     )
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, handlers=[handler])
     code: int = args.run(args)
     return code
 

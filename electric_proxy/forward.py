@@ -94,7 +94,11 @@ class UpstreamResponse(web.StreamResponse):
         super().__init__(status=upstream.status, reason=upstream.reason)
         headers = CIMultiDict(upstream.headers)
         _strip_hop_by_hop(headers)
-        self.headers.extend(headers)
+        # Electric's CORS answer (any origin, no credentials) is not the proxy's; CORS is a
+        # step's job, so the upstream's never reaches the client, not even as a duplicate.
+        self.headers.extend(
+            (k, v) for k, v in headers.items() if not k.lower().startswith("access-control-")
+        )
         self.upstream = upstream
         self._body_sent = False
 

@@ -50,17 +50,54 @@ _ORDER_PREFIX: Final = "SELECT 1 ORDER BY "
 
 _CAST_TYPES: Final = frozenset(
     {
-        "bool", "bytea", "date", "float4", "float8", "int2", "int4", "int8", "jsonb", "text",
-        "time", "timestamp", "timestamptz", "uuid", "varchar", "interval"
+        "bool",
+        "bytea",
+        "date",
+        "float4",
+        "float8",
+        "int2",
+        "int4",
+        "int8",
+        "jsonb",
+        "text",
+        "time",
+        "timestamp",
+        "timestamptz",
+        "uuid",
+        "varchar",
+        "interval",
     }
 )
 
 _FUNCTIONS: Final = frozenset(
     {
-        "lower", "upper", "concat", "like", "ilike", "int2", "int4", "int8", "float4", "float8",
-        "numeric", "bool", "uuid", "text", "date", "time", "timestamp", "timestamptz", "interval",
-        "array_cat", "array_prepend", "array_append", "array_ndims", "justify_days",
-        "justify_hours", "justify_interval", "timezone"
+        "lower",
+        "upper",
+        "concat",
+        "like",
+        "ilike",
+        "int2",
+        "int4",
+        "int8",
+        "float4",
+        "float8",
+        "numeric",
+        "bool",
+        "uuid",
+        "text",
+        "date",
+        "time",
+        "timestamp",
+        "timestamptz",
+        "interval",
+        "array_cat",
+        "array_prepend",
+        "array_append",
+        "array_ndims",
+        "justify_days",
+        "justify_hours",
+        "justify_interval",
+        "timezone",
     }
 )
 
@@ -172,9 +209,7 @@ class WhereError(ValueError):
         return f"{self.field}: {self.reason}{at}"
 
     def __repr__(self) -> str:
-        return (
-            f"WhereError({self.reason!r}, position={self.position!r}, field={self.field!r})"
-        )
+        return f"WhereError({self.reason!r}, position={self.position!r}, field={self.field!r})"
 
     def to_dict(self) -> dict[str, object]:
         """The error as JSON-ready data, so every caller reports it the same way."""
@@ -484,8 +519,7 @@ class _Checker:
         """
         if self.leakproof and reads_column:
             raise _Rejected(
-                f"{what} is not allowed: it can fail on rows outside the policy and so "
-                "reveal them",
+                f"{what} is not allowed: it can fail on rows outside the policy and so reveal them",
                 position,
             )
 
@@ -876,8 +910,7 @@ def _parse_client(
     missing = sorted(set(range(1, highest + 1)) - checker.params)
     if missing:
         raise _Rejected(
-            f"parameter ${missing[0]} is never used; number parameters $1..${highest} "
-            "without gaps"
+            f"parameter ${missing[0]} is never used; number parameters $1..${highest} without gaps"
         )
     return ClientFilter(
         sql=_round_trip(root), max_param=highest, columns=frozenset(checker.used_columns)

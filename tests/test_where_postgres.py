@@ -130,13 +130,37 @@ def postgres() -> Iterator[Any]:
     pg_ctl = str(bindir / "pg_ctl")
     try:
         _run(
-            [*as_user, str(bindir / "initdb"), "-D", str(data), "-U", "postgres",
-             "-A", "trust", "-E", "UTF8", "--locale=C", "--no-sync"],
+            [
+                *as_user,
+                str(bindir / "initdb"),
+                "-D",
+                str(data),
+                "-U",
+                "postgres",
+                "-A",
+                "trust",
+                "-E",
+                "UTF8",
+                "--locale=C",
+                "--no-sync",
+            ],
             "initdb",
         )
         _run(
-            [*as_user, pg_ctl, "-D", str(data), "-l", str(log), "-w", "-t", "30",
-             "-o", options, "start"],
+            [
+                *as_user,
+                pg_ctl,
+                "-D",
+                str(data),
+                "-l",
+                str(log),
+                "-w",
+                "-t",
+                "30",
+                "-o",
+                options,
+                "start",
+            ],
             "pg_ctl start",
         )
         with psycopg.connect(
@@ -296,8 +320,21 @@ def test_break_out_attempts_never_leak(postgres: Any, capsys: pytest.CaptureFixt
 Fragment = tuple[str, tuple[str, ...]]
 
 text_value = st.sampled_from(
-    ["a", "b", "first", "it's", "100%", "%", "_", "a' OR '1'='1", "'; DROP TABLE todos; --",
-     "\\", "$1", "secret of b", ""]
+    [
+        "a",
+        "b",
+        "first",
+        "it's",
+        "100%",
+        "%",
+        "_",
+        "a' OR '1'='1",
+        "'; DROP TABLE todos; --",
+        "\\",
+        "$1",
+        "secret of b",
+        "",
+    ]
 )
 int_value = st.integers(-5, 20).map(str)
 time_value = st.sampled_from(["2000-01-01T00:00:00Z", "2024-03-01T00:00:00Z", "infinity"])
@@ -327,7 +364,9 @@ text_column = st.sampled_from(["org_id", "title"])
 
 leaf: st.SearchStrategy[Fragment] = st.one_of(
     st.builds(
-        lambda c, op, v: joined(f"{c} {op} {{}}", v), text_column, comparison,
+        lambda c, op, v: joined(f"{c} {op} {{}}", v),
+        text_column,
+        comparison,
         operand(text_value),
     ),
     st.builds(
@@ -337,18 +376,26 @@ leaf: st.SearchStrategy[Fragment] = st.one_of(
         lambda c, neg, vs: joined(
             f"{c} {'NOT ' if neg else ''}IN ({', '.join('{}' for _ in vs)})", *vs
         ),
-        text_column, st.booleans(), st.lists(operand(text_value), min_size=1, max_size=3),
+        text_column,
+        st.booleans(),
+        st.lists(operand(text_value), min_size=1, max_size=3),
     ),
     st.builds(
-        lambda c, op, v: joined(f"{c} {op} {{}}", v), text_column,
-        st.sampled_from(["LIKE", "ILIKE", "NOT LIKE"]), operand(text_value),
+        lambda c, op, v: joined(f"{c} {op} {{}}", v),
+        text_column,
+        st.sampled_from(["LIKE", "ILIKE", "NOT LIKE"]),
+        operand(text_value),
     ),
     st.builds(
         lambda a, b: joined("id BETWEEN {} AND {}", a, b),
-        operand(int_value, numeric=True), operand(int_value, numeric=True),
+        operand(int_value, numeric=True),
+        operand(int_value, numeric=True),
     ),
-    st.builds(lambda c, neg: (f"{c} IS {'NOT ' if neg else ''}NULL", ()),
-              st.sampled_from(["org_id", "title", "deleted_at"]), st.booleans()),
+    st.builds(
+        lambda c, neg: (f"{c} IS {'NOT ' if neg else ''}NULL", ()),
+        st.sampled_from(["org_id", "title", "deleted_at"]),
+        st.booleans(),
+    ),
     st.builds(lambda v: joined("deleted_at > {}::timestamptz", v), operand(time_value)),
     st.builds(lambda v: joined("lower(org_id) = {}", v), operand(text_value)),
     st.builds(lambda v: joined("{} = ANY(ARRAY[org_id, title])", v), operand(text_value)),
@@ -357,9 +404,23 @@ leaf: st.SearchStrategy[Fragment] = st.one_of(
 )
 
 HOSTILE = [
-    ") OR (true", " OR true", " OR org_id = 'b'", "; DELETE FROM todos; --", "--", "/*", "$$",
-    "'", ")", "(", " UNION SELECT id, org_id, deleted_at FROM todos", " OR deleted_at IS NOT NULL",
-    ") OR (org_id <> 'a'", " ORDER BY 1", "\\", "E'\\''", "$$) OR (1=1",
+    ") OR (true",
+    " OR true",
+    " OR org_id = 'b'",
+    "; DELETE FROM todos; --",
+    "--",
+    "/*",
+    "$$",
+    "'",
+    ")",
+    "(",
+    " UNION SELECT id, org_id, deleted_at FROM todos",
+    " OR deleted_at IS NOT NULL",
+    ") OR (org_id <> 'a'",
+    " ORDER BY 1",
+    "\\",
+    "E'\\''",
+    "$$) OR (1=1",
 ]
 
 
@@ -371,7 +432,9 @@ def _tree(children: st.SearchStrategy[Fragment]) -> st.SearchStrategy[Fragment]:
         st.builds(lambda a: joined("NOT ({})", a), children),
         st.builds(
             lambda a, h, b: (a[0] + h + b[0], a[1] + b[1]),
-            children, st.sampled_from(HOSTILE), children,
+            children,
+            st.sampled_from(HOSTILE),
+            children,
         ),
     )
 
@@ -384,9 +447,7 @@ def number(fragment: Fragment) -> tuple[str, list[str]]:
     return re.sub(r"\$\?", lambda _: f"${next(counter)}", fragment[0]), list(fragment[1])
 
 
-def test_generated_filters_never_leak(
-    postgres: Any, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_generated_filters_never_leak(postgres: Any, capsys: pytest.CaptureFixture[str]) -> None:
     tally = Outcome()
 
     @settings(

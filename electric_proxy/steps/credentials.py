@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from aiohttp import web
+from aiohttp import hdrs, web
 from pydantic import Field, SecretStr
 
 from ..chain import UPSTREAM, Handler, Step
@@ -18,12 +18,15 @@ __all__ = ["Credentials"]
 
 
 class Credentials(Step):
-    """Self-hosted: ``secret``. Electric Cloud: ``source_id`` + ``secret``."""
+    """Self-hosted: ``secret``. Cloud Sync: ``source_id`` + ``secret``. Streams: ``bearer``."""
 
     secret: SecretStr | None = Field(None, description="Use {$env=...} or {$file=...}")
     source_id: SecretStr | None = Field(None, description="Electric Cloud source id")
     secret_param: Literal["secret", "api_secret", "source_secret"] = Field(
         "secret", description="`api_secret` for old servers, `source_secret` for old Cloud docs"
+    )
+    bearer: SecretStr | None = Field(
+        None, description="Sent as `Authorization: Bearer` (Electric Streams service secret)"
     )
 
     async def __call__(self, request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -32,4 +35,8 @@ class Credentials(Step):
             query["source_id"] = self.source_id.get_secret_value()
         if self.secret is not None:
             query[self.secret_param] = self.secret.get_secret_value()
+        if self.bearer is not None:
+            request[UPSTREAM].headers[hdrs.AUTHORIZATION] = (
+                f"Bearer {self.bearer.get_secret_value()}"
+            )
         return await handler(request)

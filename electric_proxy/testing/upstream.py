@@ -391,10 +391,17 @@ class _Shape:
             for row in chunk:
                 self._push(offset, self.row_message(row, "insert", self.selected))
             if index == len(chunks) - 1 and self.definition.log == "full":
-                self._push(offset, {"headers": {
-                    "control": "snapshot-end", "xmin": str(snapshot_txid),
-                    "xmax": str(snapshot_txid), "xip_list": [],
-                }})
+                self._push(
+                    offset,
+                    {
+                        "headers": {
+                            "control": "snapshot-end",
+                            "xmin": str(snapshot_txid),
+                            "xmax": str(snapshot_txid),
+                            "xip_list": [],
+                        }
+                    },
+                )
             self.chunk_ends.append(offset)
             self.last_offset = offset
 
@@ -593,8 +600,7 @@ class FakeElectric:
         target = self._table(table)
         for definition, shape in list(self._shapes.items()):
             if shape.table is target:
-                self._shapes[definition] = self._build_shape(definition, target,
-                                                             shape.predicate)
+                self._shapes[definition] = self._build_shape(definition, target, shape.predicate)
                 shape.rotated = True
                 shape.signal.fire()
 
@@ -637,9 +643,7 @@ class FakeElectric:
         table.rows[key] = new
         return new
 
-    def _commit(
-        self, table: _Table, old: Row | None, new: Row | None, changed: set[str]
-    ) -> None:
+    def _commit(self, table: _Table, old: Row | None, new: Row | None, changed: set[str]) -> None:
         self._txid += 1
         self._lsn += _LSN_STEP
         for shape in list(self._shapes.values()):
@@ -703,18 +707,21 @@ class FakeElectric:
             body = b""
             request[_BODY_TOO_LARGE] = True
         path, _, query_string = request.raw_path.partition("?")
-        self.requests.append(RecordedRequest(
-            method=request.method,
-            path=path,
-            query_string=query_string,
-            query=MultiDictProxy(MultiDict(request.query)),
-            headers=CIMultiDictProxy(CIMultiDict(request.headers)),
-            body=body,
-        ))
+        self.requests.append(
+            RecordedRequest(
+                method=request.method,
+                path=path,
+                query_string=query_string,
+                query=MultiDictProxy(MultiDict(request.query)),
+                headers=CIMultiDictProxy(CIMultiDict(request.headers)),
+                body=body,
+            )
+        )
         self._activity.fire()
         incoming = request.headers.get("x-request-id", "")
-        request[_REQUEST_ID] = (incoming if _REQUEST_ID_OK.fullmatch(incoming)
-                                else secrets.token_urlsafe(15))
+        request[_REQUEST_ID] = (
+            incoming if _REQUEST_ID_OK.fullmatch(incoming) else secrets.token_urlsafe(15)
+        )
         return await handler(request)
 
     async def _stamp(self, request: web.Request, response: web.StreamResponse) -> None:
@@ -724,11 +731,13 @@ class FakeElectric:
     # -- simple routes ------------------------------------------------------------------------
 
     def _cors(self, request: web.BaseRequest, methods: str = SHAPE_METHODS) -> CIMultiDict[str]:
-        return CIMultiDict({
-            "access-control-allow-origin": request.headers.get("Origin", "*"),
-            "access-control-expose-headers": EXPOSED_HEADERS,
-            "access-control-allow-methods": methods,
-        })
+        return CIMultiDict(
+            {
+                "access-control-allow-origin": request.headers.get("Origin", "*"),
+                "access-control-expose-headers": EXPOSED_HEADERS,
+                "access-control-allow-methods": methods,
+            }
+        )
 
     def _json(
         self,
@@ -757,19 +766,26 @@ class FakeElectric:
 
     def _must_refetch(self, request: web.BaseRequest, handle: str) -> web.Response:
         cache = "no-cache" if request.method not in ("GET", "HEAD") else REDIRECT_CACHE
-        return self._json(request, 409, [{"headers": {"control": "must-refetch"}}], cache=cache,
-                          headers={"electric-handle": handle})
+        return self._json(
+            request,
+            409,
+            [{"headers": {"control": "must-refetch"}}],
+            cache=cache,
+            headers={"electric-handle": handle},
+        )
 
     def _unauthorized(self, request: web.BaseRequest) -> web.Response | None:
         if self.secret is None:
             return None
         query = request.query
-        supplied = next((query.getall(key)[-1] for key in ("secret", "api_secret")
-                         if key in query), None)
+        supplied = next(
+            (query.getall(key)[-1] for key in ("secret", "api_secret") if key in query), None
+        )
         if supplied is not None and hmac.compare_digest(supplied.encode(), self.secret.encode()):
             return None
-        return self._json(request, 401, {"message": "Unauthorized - Invalid API secret"},
-                          cache=PLUG_DEFAULT_CACHE)
+        return self._json(
+            request, 401, {"message": "Unauthorized - Invalid API secret"}, cache=PLUG_DEFAULT_CACHE
+        )
 
     async def _delete_endpoint(self, request: web.Request) -> web.StreamResponse:
         denied = self._unauthorized(request)
@@ -785,15 +801,21 @@ class FakeElectric:
         return web.Response(status=204, headers=headers)
 
     async def _health_endpoint(self, request: web.Request) -> web.StreamResponse:
-        return self._json(request, 200, {"status": "active"}, cache=HEALTH_CACHE,
-                          headers={"access-control-allow-methods": OTHER_METHODS})
+        return self._json(
+            request,
+            200,
+            {"status": "active"},
+            cache=HEALTH_CACHE,
+            headers={"access-control-allow-methods": OTHER_METHODS},
+        )
 
     async def _root_endpoint(self, request: web.Request) -> web.StreamResponse:
         return web.Response(status=200, headers={"cache-control": PLUG_DEFAULT_CACHE})
 
     async def _not_found(self, request: web.Request) -> web.StreamResponse:
-        return web.Response(status=404, text="Not found",
-                            headers={"cache-control": PLUG_DEFAULT_CACHE})
+        return web.Response(
+            status=404, text="Not found", headers={"cache-control": PLUG_DEFAULT_CACHE}
+        )
 
     # -- /v1/shape ----------------------------------------------------------------------------
 
@@ -821,8 +843,9 @@ class FakeElectric:
             try:
                 body = json.loads(await request.read())
             except ValueError as exc:
-                return self._json(request, 400, {"error": "Invalid JSON in request body",
-                                                 "details": str(exc)})
+                return self._json(
+                    request, 400, {"error": "Invalid JSON in request body", "details": str(exc)}
+                )
             if not isinstance(body, dict):
                 return self._json(request, 400, {"error": "Request body must be a JSON object"})
             params = _merge_body(params, body)
@@ -839,8 +862,9 @@ class FakeElectric:
         if req.subset is not None:
             return await self._serve_subset(request, req, shape, req.subset)
         if req.now:
-            headers = self._log_headers(request, req, shape, shape.last_offset,
-                                        up_to_date=True, has_data=False)
+            headers = self._log_headers(
+                request, req, shape, shape.last_offset, up_to_date=True, has_data=False
+            )
             return await self._send_json(request, headers, [_up_to_date_message(self._lsn)])
         if req.offset > shape.last_offset:
             return await self._out_of_bounds(request, req, shape)
@@ -848,8 +872,9 @@ class FakeElectric:
         up_to_date = self._up_to_date(req, shape, end)
         etag = self._etag(shape, req, end, no_changes=False)
         if etag.strip('"') in _if_none_match(request):
-            headers = self._log_headers(request, req, shape, end, up_to_date=up_to_date,
-                                        has_data=True, etag=etag)
+            headers = self._log_headers(
+                request, req, shape, end, up_to_date=up_to_date, has_data=True, etag=etag
+            )
             return web.Response(status=304, headers=headers)
         if req.live and not messages:
             if req.sse:
@@ -872,8 +897,11 @@ class FakeElectric:
             else:
                 problem.add(name, "is invalid")
         live = params.get("live", "false") != "false"
-        sse_raw = params["live_sse"] if "live_sse" in params else params.get(
-            "experimental_live_sse", False)
+        sse_raw = (
+            params["live_sse"]
+            if "live_sse" in params
+            else params.get("experimental_live_sse", False)
+        )
         sse = _cast_bool(sse_raw if sse_raw != "" else False)
         if sse is None:
             problem.add("live_sse", "is invalid")
@@ -950,9 +978,16 @@ class FakeElectric:
                 return problem
         cursor = params.get("cursor")
         return _ShapeRequest(
-            definition=definition, table=table, predicate=predicate, offset=parsed,
-            offset_text="now" if now else format_offset(parsed), now=now, handle=handle,
-            live=live, sse=bool(sse) and live, cursor=cursor if isinstance(cursor, str) else None,
+            definition=definition,
+            table=table,
+            predicate=predicate,
+            offset=parsed,
+            offset_text="now" if now else format_offset(parsed),
+            now=now,
+            handle=handle,
+            live=live,
+            sse=bool(sse) and live,
+            cursor=cursor if isinstance(cursor, str) else None,
             subset=subset,
         )
 
@@ -966,9 +1001,12 @@ class FakeElectric:
             return None
         table = self._tables.get(relation)
         if table is None:
-            problem.add("table", f"Table {_quote(relation[0])}.{_quote(relation[1])} does not "
-                        "exist. If the table name contains capitals or special characters you "
-                        "must quote it.")
+            problem.add(
+                "table",
+                f"Table {_quote(relation[0])}.{_quote(relation[1])} does not "
+                "exist. If the table name contains capitals or special characters you "
+                "must quote it.",
+            )
         return table
 
     def _select_columns(
@@ -979,11 +1017,15 @@ class FakeElectric:
         missing_pk = [name for name in table.pk if name not in columns]
         unknown = [name for name in columns if name not in table.types]
         if missing_pk and any(c.primary_key for c in table.columns):
-            problem.add("columns", "The list of columns must include all primary key columns, "
-                        "missing: " + ", ".join(missing_pk))
+            problem.add(
+                "columns",
+                "The list of columns must include all primary key columns, "
+                "missing: " + ", ".join(missing_pk),
+            )
         elif unknown:
-            problem.add("columns", "The following columns are not found on the table: "
-                        + ", ".join(unknown))
+            problem.add(
+                "columns", "The following columns are not found on the table: " + ", ".join(unknown)
+            )
         else:
             return sorted(set(columns) | set(table.pk))
         return None
@@ -1002,8 +1044,13 @@ class FakeElectric:
     ) -> CompiledWhere | None:
         if not self._check_param_keys(given, problem, "params"):
             return None
-        cache_key = (table.schema, table.name, tuple(table.types.items()), where,
-                     tuple(sorted(given.items())))
+        cache_key = (
+            table.schema,
+            table.name,
+            tuple(table.types.items()),
+            where,
+            tuple(sorted(given.items())),
+        )
         compiled = self._where_cache.get(cache_key)
         if compiled is None:
             try:
@@ -1042,8 +1089,11 @@ class FakeElectric:
         if (limit is not None or offset is not None) and order_text is None:
             inner.add("order_by", "order_by is required when limit or offset is present")
         where = order = None
-        if (not inner.errors and isinstance(values.get("where"), str)
-                and self._check_param_keys(given, inner, "params")):
+        if (
+            not inner.errors
+            and isinstance(values.get("where"), str)
+            and self._check_param_keys(given, inner, "params")
+        ):
             try:
                 where = compile_where(str(values["where"]), table.types, given)
             except WhereError as exc:
@@ -1149,8 +1199,7 @@ class FakeElectric:
         up_to_date = self._up_to_date(req, shape, end)
         lsn = end[0] if req.live else max(self._lsn, end[0])
         items = messages + ([_up_to_date_message(lsn)] if up_to_date else [])
-        headers = self._log_headers(request, req, shape, end, up_to_date=up_to_date,
-                                    has_data=True)
+        headers = self._log_headers(request, req, shape, end, up_to_date=up_to_date, has_data=True)
         if req.sse:
             return await self._send_events(request, headers, items)
         return await self._send_json(request, headers, items)
@@ -1158,8 +1207,9 @@ class FakeElectric:
     async def _no_changes(
         self, request: web.Request, req: _ShapeRequest, shape: _Shape
     ) -> web.StreamResponse:
-        headers = self._log_headers(request, req, shape, shape.last_offset, up_to_date=True,
-                                    has_data=False, no_changes=True)
+        headers = self._log_headers(
+            request, req, shape, shape.last_offset, up_to_date=True, has_data=False, no_changes=True
+        )
         return await self._send_json(request, headers, [_up_to_date_message(self._lsn)])
 
     async def _hold(
@@ -1222,8 +1272,7 @@ class FakeElectric:
                 return web.ContentCoding.deflate
         return None
 
-    async def _write(self, request: web.BaseRequest, resp: web.StreamResponse,
-                     data: bytes) -> bool:
+    async def _write(self, request: web.BaseRequest, resp: web.StreamResponse, data: bytes) -> bool:
         if request.get(_CLIENT_GONE):
             return False
         try:
@@ -1303,8 +1352,7 @@ class FakeElectric:
         """Live SSE: one `data:` event per message as changes commit, an up-to-date event after
         each batch, `: keep-alive` after `sse_keepalive` of silence, closed after `sse_timeout`
         (or silently on rotation, as Electric does)."""
-        headers = self._log_headers(request, req, shape, end, up_to_date=up_to_date,
-                                    has_data=True)
+        headers = self._log_headers(request, req, shape, end, up_to_date=up_to_date, has_data=True)
         resp = await self._open_events(request, headers)
         if request.method == "HEAD":
             await self._finish(request, resp)
@@ -1321,8 +1369,9 @@ class FakeElectric:
                     if chunk_end >= shape.last_offset:
                         messages = [*messages, _up_to_date_message(chunk_end[0])]
                     for message in messages:
-                        if not await self._write(request, resp,
-                                                 b"data: " + _dumps(message) + b"\n\n"):
+                        if not await self._write(
+                            request, resp, b"data: " + _dumps(message) + b"\n\n"
+                        ):
                             return resp
                     since, quiet_since = chunk_end, loop.time()
                     continue
@@ -1346,7 +1395,8 @@ class FakeElectric:
     ) -> web.StreamResponse:
         """A subset snapshot (§7.2): current rows of the shape AND the subset where."""
         rows: list[Row] = [
-            row for row in shape.table.rows.values()
+            row
+            for row in shape.table.rows.values()
             if shape.matches(row) and (subset.where is None or subset.where.matches(row))
         ]
         if subset.order is not None:
@@ -1364,8 +1414,11 @@ class FakeElectric:
             headers_field["snapshot_mark"] = mark
             data.append(message)
         metadata = {
-            "xmin": str(self._txid + 1), "xmax": str(self._txid + 1), "xip_list": [],
-            "snapshot_mark": mark, "database_lsn": str(self._lsn),
+            "xmin": str(self._txid + 1),
+            "xmax": str(self._txid + 1),
+            "xip_list": [],
+            "snapshot_mark": mark,
+            "database_lsn": str(self._lsn),
         }
         headers = self._cors(request)
         headers["content-type"] = "application/json"
@@ -1374,6 +1427,10 @@ class FakeElectric:
         headers["electric-handle"] = shape.handle
         headers["electric-offset"] = format_offset(shape.last_offset)
         headers["electric-schema"] = shape.table.schema_header(shape.selected)
-        return await self._send_json(request, headers, data,
-                                     head=b'{"metadata":' + _dumps(metadata) + b',"data":[',
-                                     tail=b"]}")
+        return await self._send_json(
+            request,
+            headers,
+            data,
+            head=b'{"metadata":' + _dumps(metadata) + b',"data":[',
+            tail=b"]}",
+        )

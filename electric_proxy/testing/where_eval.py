@@ -40,16 +40,30 @@ TEMPORAL_TYPES: Final = frozenset({"date", "timestamp", "timestamptz"})
 #: The cast targets Electric accepts (`Electric.Postgres.supported_types/0`); the opaque ones
 #: (bytea, interval, json, jsonb) are carried as text and only compared for equality here.
 CASTABLE_TYPES: Final = (
-    NUMERIC_TYPES | TEXT_TYPES | TEMPORAL_TYPES
+    NUMERIC_TYPES
+    | TEXT_TYPES
+    | TEMPORAL_TYPES
     | {"bool", "uuid", "time", "bytea", "interval", "json", "jsonb"}
 )
 
 _TYPE_ALIASES: Final = {
-    "integer": "int4", "int": "int4", "bigint": "int8", "smallint": "int2", "serial": "int4",
-    "bigserial": "int8", "boolean": "bool", "real": "float4", "double precision": "float8",
-    "float": "float8", "decimal": "numeric", "character varying": "varchar", "character": "bpchar",
-    "char": "bpchar", "timestamp with time zone": "timestamptz",
-    "timestamp without time zone": "timestamp", "time without time zone": "time",
+    "integer": "int4",
+    "int": "int4",
+    "bigint": "int8",
+    "smallint": "int2",
+    "serial": "int4",
+    "bigserial": "int8",
+    "boolean": "bool",
+    "real": "float4",
+    "double precision": "float8",
+    "float": "float8",
+    "decimal": "numeric",
+    "character varying": "varchar",
+    "character": "bpchar",
+    "char": "bpchar",
+    "timestamp with time zone": "timestamptz",
+    "timestamp without time zone": "timestamp",
+    "time without time zone": "time",
 }
 _TRUE_WORDS: Final = frozenset({"t", "true", "y", "yes", "on", "1"})
 _FALSE_WORDS: Final = frozenset({"f", "false", "n", "no", "off", "0"})
@@ -345,8 +359,12 @@ _COMPARISONS: Final[Mapping[str, Callable[[Any, Any], bool]]] = {
     "<=": lambda a, b: bool(a <= b),
     ">=": lambda a, b: bool(a >= b),
 }
-_LIKES: Final = {"~~": (False, False), "!~~": (False, True), "~~*": (True, False),
-                 "!~~*": (True, True)}
+_LIKES: Final = {
+    "~~": (False, False),
+    "!~~": (False, True),
+    "~~*": (True, False),
+    "!~~*": (True, True),
+}
 _ARITHMETIC: Final[Mapping[str, Callable[[Any, Any], object]]] = {
     "+": lambda a, b: a + b,
     "-": lambda a, b: a - b,
@@ -403,8 +421,8 @@ def _location(node: Any) -> int:
 
 
 def _at(node_or_location: Any, message: str) -> WhereError:
-    location = node_or_location if isinstance(node_or_location, int) else _location(
-        node_or_location
+    location = (
+        node_or_location if isinstance(node_or_location, int) else _location(node_or_location)
     )
     return WhereError(f"At location {location}: {message}")
 
@@ -438,8 +456,9 @@ class _Compiler:
         if _family(expr.type) != _family(target):
             raise _at(expr.location, f"{expr.type} cannot be matched to {target}")
         inner, source = expr.fn, expr.type
-        return _Expr(lambda row: _convert(inner(row), source, target), target, expr.location,
-                     expr.describe)
+        return _Expr(
+            lambda row: _convert(inner(row), source, target), target, expr.location, expr.describe
+        )
 
     def _resolve_literal(self, expr: _Expr, target: str) -> _Expr:
         if expr.param is not None:
@@ -526,8 +545,12 @@ class _Compiler:
         if len(parts) != 1 or name not in self.columns:
             raise _at(node, f"unknown reference {_identifier(parts)}")
         pg_type = self.columns[name]
-        return _Expr(lambda row: row.get(name), pg_type, _location(node),
-                     f"reference {_identifier(parts)} of type {pg_type}")
+        return _Expr(
+            lambda row: row.get(name),
+            pg_type,
+            _location(node),
+            f"reference {_identifier(parts)} of type {pg_type}",
+        )
 
     def _n_ParamRef(self, node: Any) -> _Expr:
         number = int(node.number)
@@ -535,8 +558,9 @@ class _Compiler:
         if key not in self.params:
             raise _at(node, f"parameter ${number} was not provided")
         self.used.add(number)
-        expr = _Expr(lambda _row: None, UNKNOWN, _location(node), literal=self.params[key],
-                     param=number)
+        expr = _Expr(
+            lambda _row: None, UNKNOWN, _location(node), literal=self.params[key], param=number
+        )
         known = self.param_types.get(number)
         return self.coerce_to(expr, known) if known else expr
 
@@ -555,8 +579,9 @@ class _Compiler:
             try:
                 value = parse_text(arg.literal, target)
             except (ValueError, IndexError) as exc:
-                raise _at(arg.location, f'could not cast value "{arg.literal}" from text to '
-                          f"{target}") from exc
+                raise _at(
+                    arg.location, f'could not cast value "{arg.literal}" from text to {target}'
+                ) from exc
             return _Expr(lambda _row: value, target, arg.location, f"constant of type {target}")
         inner, source = arg.fn, arg.type
 
@@ -566,8 +591,9 @@ class _Compiler:
             except (ValueError, TypeError, IndexError):
                 return None
 
-        return _Expr(cast_value, target, arg.location, f"function {source}_to_{target} "
-                     f"returning {target}")
+        return _Expr(
+            cast_value, target, arg.location, f"function {source}_to_{target} returning {target}"
+        )
 
     def _n_BoolExpr(self, node: Any) -> _Expr:
         args = [self.as_bool(self.compile(arg)) for arg in node.args]
@@ -575,20 +601,29 @@ class _Compiler:
         location = _location(node)
         if node.boolop == enums.BoolExprType.NOT_EXPR:
             only = fns[0]
-            return _Expr(lambda row: _not(only(row)), "bool", location, "function not "
-                         "returning bool")
+            return _Expr(
+                lambda row: _not(only(row)), "bool", location, "function not returning bool"
+            )
         combine = _and if node.boolop == enums.BoolExprType.AND_EXPR else _or
         name = "and" if combine is _and else "or"
-        return _Expr(lambda row: combine(fn(row) for fn in fns), "bool", location,
-                     f"function {name} returning bool")
+        return _Expr(
+            lambda row: combine(fn(row) for fn in fns),
+            "bool",
+            location,
+            f"function {name} returning bool",
+        )
 
     def _n_NullTest(self, node: Any) -> _Expr:
         if node.argisrow:
             raise _at(node, "NullTest is not supported in this context")
         inner = self.compile(node.arg).fn
         want_null = node.nulltesttype == enums.NullTestType.IS_NULL
-        return _Expr(lambda row: (inner(row) is None) == want_null, "bool", _location(node),
-                     "function IS_NULL returning bool")
+        return _Expr(
+            lambda row: (inner(row) is None) == want_null,
+            "bool",
+            _location(node),
+            "function IS_NULL returning bool",
+        )
 
     def _n_BooleanTest(self, node: Any) -> _Expr:
         arg = self.compile(node.arg)
@@ -599,15 +634,25 @@ class _Compiler:
         inner = self.coerce_to(arg, "bool").fn
         expected = {"TRUE": True, "FALSE": False, "UNKNOWN": None}[test.name.split("_")[-1]]
         negate = "_NOT_" in test.name
-        return _Expr(lambda row: (inner(row) is expected) != negate, "bool", _location(node),
-                     f"function {test.name} returning bool")
+        return _Expr(
+            lambda row: (inner(row) is expected) != negate,
+            "bool",
+            _location(node),
+            f"function {test.name} returning bool",
+        )
 
     def _n_FuncCall(self, node: Any) -> _Expr:
         names = _names(node.funcname)
         if names and names[0] == "pg_catalog":
             names = names[1:]
-        if (node.agg_order or node.agg_filter is not None or node.over is not None
-                or node.agg_within_group or node.agg_star or node.agg_distinct):
+        if (
+            node.agg_order
+            or node.agg_filter is not None
+            or node.over is not None
+            or node.agg_within_group
+            or node.agg_star
+            or node.agg_distinct
+        ):
             raise _at(node, "aggregation is not supported in this context")
         args = [self.compile(arg) for arg in node.args or ()]
         name = _identifier(names)
@@ -617,8 +662,12 @@ class _Compiler:
                 raise _at(node, f"Could not select a function overload for {name}({arg.type})")
             inner = self.coerce_to(arg, "text").fn
             method = str.lower if name == "lower" else str.upper
-            return _Expr(lambda row: None if (v := inner(row)) is None else method(cast(str, v)),
-                         "text", _location(node), f"function {name} returning text")
+            return _Expr(
+                lambda row: None if (v := inner(row)) is None else method(cast(str, v)),
+                "text",
+                _location(node),
+                f"function {name} returning text",
+            )
         raise _at(node, f"unknown or unsupported function {name}/{len(args)}")
 
     def _n_CoalesceExpr(self, node: Any) -> _Expr:
@@ -629,8 +678,9 @@ class _Compiler:
         def first_non_null(row: Row) -> object:
             return next((value for fn in fns if (value := fn(row)) is not None), None)
 
-        return _Expr(first_non_null, args[0].type, location,
-                     f"function coalesce returning {args[0].type}")
+        return _Expr(
+            first_non_null, args[0].type, location, f"function coalesce returning {args[0].type}"
+        )
 
     def _n_MinMaxExpr(self, node: Any) -> _Expr:
         location = _location(node)
@@ -642,16 +692,21 @@ class _Compiler:
             values = [value for fn in fns if (value := fn(row)) is not None]
             return pick(cast(list[Any], values)) if values else None
 
-        return _Expr(extreme, args[0].type, location, f"function {pick.__name__} returning "
-                     f"{args[0].type}")
+        return _Expr(
+            extreme, args[0].type, location, f"function {pick.__name__} returning {args[0].type}"
+        )
 
     def _n_A_ArrayExpr(self, node: Any) -> _Expr:
         location = _location(node)
         elements = self.unify([self.compile(item) for item in node.elements or ()], location)
         fns = [element.fn for element in elements]
         element_type = elements[0].type if elements else "text"
-        return _Expr(lambda row: [fn(row) for fn in fns], element_type + "[]", location,
-                     f"array of {element_type}")
+        return _Expr(
+            lambda row: [fn(row) for fn in fns],
+            element_type + "[]",
+            location,
+            f"array of {element_type}",
+        )
 
     # -- operators ------------------------------------------------------------------------
 
@@ -673,9 +728,7 @@ class _Compiler:
             typed = [side for side in (left, right) if side != UNKNOWN]
             if not typed or any(_family(side) != "numeric" for side in typed):
                 raise _at(location, "Could not select an operator overload")
-            target = self.common_type(
-                [_Expr(_no_row, side, location) for side in typed], location
-            )
+            target = self.common_type([_Expr(_no_row, side, location) for side in typed], location)
             return _strict(_ARITHMETIC[name]), target, target, target
         if name == "||":
             if left.endswith("[]") or right.endswith("[]"):
@@ -690,12 +743,15 @@ class _Compiler:
         raise _at(location, f"unknown binary operator {_identifier([name])}")
 
     def binary(self, name: str, left: _Expr, right: _Expr, location: int) -> _Expr:
-        impl, left_type, right_type, result = self.operator(name, left.type, right.type,
-                                                            location)
+        impl, left_type, right_type, result = self.operator(name, left.type, right.type, location)
         lfn = self._as_text_or(left, left_type).fn
         rfn = self._as_text_or(right, right_type).fn
-        return _Expr(lambda row: impl(lfn(row), rfn(row)), result, location,
-                     f"operator {name} returning {result}")
+        return _Expr(
+            lambda row: impl(lfn(row), rfn(row)),
+            result,
+            location,
+            f"operator {name} returning {result}",
+        )
 
     def _as_text_or(self, expr: _Expr, target: str) -> _Expr:
         if target == "text" and expr.type not in (UNKNOWN, "text") and _family(expr.type) != "text":
@@ -709,29 +765,39 @@ class _Compiler:
         name = _names(node.name)[-1] if node.name else ""
         handler = _A_EXPR_HANDLERS.get(kind.name)
         if handler is None:
-            raise _at(node, f"expression {_identifier([name])} of :{kind.name} is not currently "
-                      "supported")
+            raise _at(
+                node, f"expression {_identifier([name])} of :{kind.name} is not currently supported"
+            )
         return handler(self, node, name, location)
 
     def a_op(self, node: Any, name: str, location: int) -> _Expr:
         if node.lexpr is None:
             operand = self.compile(node.rexpr)
-            if name not in ("-", "+") or (operand.type != UNKNOWN
-                                          and _family(operand.type) != "numeric"):
+            if name not in ("-", "+") or (
+                operand.type != UNKNOWN and _family(operand.type) != "numeric"
+            ):
                 raise _at(location, f"unknown unary operator {_identifier([name])}")
             operand = operand if operand.type != UNKNOWN else self.coerce_to(operand, "numeric")
             inner = operand.fn
             sign = -1 if name == "-" else 1
-            return _Expr(lambda row: None if (v := inner(row)) is None else sign * cast(float, v),
-                         operand.type, location, f"operator {name} returning {operand.type}")
+            return _Expr(
+                lambda row: None if (v := inner(row)) is None else sign * cast(float, v),
+                operand.type,
+                location,
+                f"operator {name} returning {operand.type}",
+            )
         return self.binary(name, self.compile(node.lexpr), self.compile(node.rexpr), location)
 
     def a_distinct(self, node: Any, name: str, location: int) -> _Expr:
         left, right = self.unify([self.compile(node.lexpr), self.compile(node.rexpr)], location)
         lfn, rfn = left.fn, right.fn
         distinct = enums.A_Expr_Kind(node.kind) == enums.A_Expr_Kind.AEXPR_DISTINCT
-        return _Expr(lambda row: (lfn(row) != rfn(row)) == distinct, "bool", location,
-                     "function values_distinct returning bool")
+        return _Expr(
+            lambda row: (lfn(row) != rfn(row)) == distinct,
+            "bool",
+            location,
+            "function values_distinct returning bool",
+        )
 
     def a_in(self, node: Any, name: str, location: int) -> _Expr:
         exprs = self.unify([self.compile(node.lexpr), *map(self.compile, node.rexpr)], location)
@@ -740,8 +806,10 @@ class _Compiler:
 
         def member(row: Row) -> object:
             value = probe(row)
-            found = _or(None if value is None or (opt := fn(row)) is None else value == opt
-                        for fn in options)
+            found = _or(
+                None if value is None or (opt := fn(row)) is None else value == opt
+                for fn in options
+            )
             return _not(found) if negate else found
 
         return _Expr(member, "bool", location, "function in returning bool")
@@ -859,9 +927,18 @@ def compile_where(
     """
     given = dict(params or {})
     stmt = _parse_select(_PREFIX + clause)
-    if not isinstance(stmt, ast.SelectStmt) or stmt.whereClause is None or any(
-        (stmt.fromClause, stmt.windowClause, stmt.groupClause, stmt.sortClause,
-         stmt.lockingClause)
+    if (
+        not isinstance(stmt, ast.SelectStmt)
+        or stmt.whereClause is None
+        or any(
+            (
+                stmt.fromClause,
+                stmt.windowClause,
+                stmt.groupClause,
+                stmt.sortClause,
+                stmt.lockingClause,
+            )
+        )
     ):
         raise WhereError("malformed query ending with SQL clauses")
     compiler = _Compiler(columns, given, _const_locations(_PREFIX + clause, stmt))
@@ -889,15 +966,19 @@ def compile_order_by(
         if isinstance(node, ast.ParamRef):
             raise _at(node, f"parameter ${node.number} is not supported in ORDER BY clauses")
         if not isinstance(node, ast.ColumnRef):
-            raise _at(node, f"{type(node).__name__} expressions are not allowed in ORDER BY "
-                      "clauses")
+            raise _at(
+                node, f"{type(node).__name__} expressions are not allowed in ORDER BY clauses"
+            )
         parts = _names(node.fields)
         if len(parts) != 1 or parts[0] not in columns:
             raise _at(node, f"unknown reference {_identifier(parts)}")
         descending = sort_by.sortby_dir == enums.SortByDir.SORTBY_DESC
         nulls = sort_by.sortby_nulls
-        nulls_first = (descending if nulls == enums.SortByNulls.SORTBY_NULLS_DEFAULT
-                       else nulls == enums.SortByNulls.SORTBY_NULLS_FIRST)
+        nulls_first = (
+            descending
+            if nulls == enums.SortByNulls.SORTBY_NULLS_DEFAULT
+            else nulls == enums.SortByNulls.SORTBY_NULLS_FIRST
+        )
         keys.append((parts[0], descending, nulls_first))
 
     def compare(a: Row, b: Row) -> int:

@@ -43,8 +43,11 @@ def make_electric(**options: Any) -> FakeElectric:
     options.setdefault("long_poll_timeout", 0.5)
     electric = FakeElectric(**options)
     electric.add_table("todos", TODO_COLUMNS, TODOS)
-    electric.add_table("public.secrets", [Column("id", "int4", primary_key=True),
-                                          Column("value")], [{"id": 1, "value": "s3cr3t"}])
+    electric.add_table(
+        "public.secrets",
+        [Column("id", "int4", primary_key=True), Column("value")],
+        [{"id": 1, "value": "s3cr3t"}],
+    )
     return electric
 
 
@@ -102,14 +105,21 @@ async def test_initial_sync_in_chunks_then_up_to_date(aiohttp_client: AiohttpCli
     assert digest.isdigit() and micros.isdigit() and len(micros) >= 16
     assert first.headers["etag"] == f'"{handle}:-1:0_0"'
     assert json.loads(first.headers["electric-schema"])["id"] == {
-        "type": "int8", "pk_index": 0, "not_null": True
+        "type": "int8",
+        "pk_index": 0,
+        "not_null": True,
     }
     assert first.headers["electric-has-data"] == "true"
     assert [row["id"] for row in rows_of(body)] == ["1", "2"]
     assert body[0] == {
         "key": '"public"."todos"/"1"',
-        "value": {"id": "1", "org_id": "acme", "title": "Ship the proxy", "done": "false",
-                  "priority": "3"},
+        "value": {
+            "id": "1",
+            "org_id": "acme",
+            "title": "Ship the proxy",
+            "done": "false",
+            "priority": "3",
+        },
         "headers": {"operation": "insert", "relation": ["public", "todos"]},
     }
 
@@ -117,15 +127,21 @@ async def test_initial_sync_in_chunks_then_up_to_date(aiohttp_client: AiohttpCli
     assert second.headers["electric-offset"] == "0_1"
     assert second.headers["cache-control"] == "public, max-age=60, stale-while-revalidate=300"
     assert "electric-up-to-date" not in second.headers
-    assert rows_of(body)[1] == {"id": "4", "org_id": "globex", "title": "Hire a designer",
-                                "done": None, "priority": "5"}
+    assert rows_of(body)[1] == {
+        "id": "4",
+        "org_id": "globex",
+        "title": "Hire a designer",
+        "done": None,
+        "priority": "5",
+    }
 
     last, body = await shape(client, table="todos", offset="0_1", handle=handle)
     assert last.headers["electric-up-to-date"] == ""
     assert controls(body) == ["snapshot-end", "up-to-date"]
     assert body[-1] == {"headers": {"control": "up-to-date", "global_last_seen_lsn": "24000000"}}
-    assert rows_of(body) == [{"id": "5", "org_id": "acme", "title": "Write docs",
-                              "done": "false", "priority": "2"}]
+    assert rows_of(body) == [
+        {"id": "5", "org_id": "acme", "title": "Write docs", "done": "false", "priority": "2"}
+    ]
 
 
 async def test_single_chunk_still_needs_a_second_request(client: Client) -> None:
@@ -150,17 +166,35 @@ async def test_catch_up_after_changes(client: Client, electric: FakeElectric) ->
     assert resp.status == 200
     assert resp.headers["electric-up-to-date"] == ""
     inserted, updated, deleted, up_to_date = body
-    assert inserted["value"] == {"id": "6", "org_id": "acme", "title": "New", "done": None,
-                                 "priority": None}
-    assert inserted["headers"] == {"operation": "insert", "relation": ["public", "todos"],
-                                   "txids": [1000], "lsn": "24000128", "op_position": 0,
-                                   "last": True}
+    assert inserted["value"] == {
+        "id": "6",
+        "org_id": "acme",
+        "title": "New",
+        "done": None,
+        "priority": None,
+    }
+    assert inserted["headers"] == {
+        "operation": "insert",
+        "relation": ["public", "todos"],
+        "txids": [1000],
+        "lsn": "24000128",
+        "op_position": 0,
+        "last": True,
+    }
     assert updated["value"] == {"id": "1", "done": "true"}
     assert updated["headers"]["operation"] == "update"
-    assert deleted == {"key": '"public"."todos"/"2"', "value": {"id": "2"},
-                       "headers": {"operation": "delete", "relation": ["public", "todos"],
-                                   "txids": [1002], "lsn": "24000384", "op_position": 0,
-                                   "last": True}}
+    assert deleted == {
+        "key": '"public"."todos"/"2"',
+        "value": {"id": "2"},
+        "headers": {
+            "operation": "delete",
+            "relation": ["public", "todos"],
+            "txids": [1002],
+            "lsn": "24000384",
+            "op_position": 0,
+            "last": True,
+        },
+    }
     assert up_to_date["headers"]["global_last_seen_lsn"] == "24000384"
     assert resp.headers["electric-offset"] == "24000384_0"
     assert resp.headers["etag"] == f'"{handle}:{offset}:24000384_0"'
@@ -171,13 +205,12 @@ async def test_catch_up_after_changes(client: Client, electric: FakeElectric) ->
     assert body == [{"headers": {"control": "up-to-date", "global_last_seen_lsn": "24000384"}}]
 
 
-async def test_live_long_poll_is_woken_by_an_insert(
-    client: Client, electric: FakeElectric
-) -> None:
+async def test_live_long_poll_is_woken_by_an_insert(client: Client, electric: FakeElectric) -> None:
     handle, offset, _ = await sync_to_end(client, table="todos")
     waiters = [
-        asyncio.create_task(shape(client, table="todos", handle=handle, offset=offset,
-                                  live="true", cursor=str(n)))
+        asyncio.create_task(
+            shape(client, table="todos", handle=handle, offset=offset, live="true", cursor=str(n))
+        )
         for n in range(12)
     ]
     await electric.wait_until(lambda: electric.held == 12)
@@ -217,8 +250,9 @@ async def test_cursor_moves_past_the_clients(aiohttp_client: AiohttpClient) -> N
     cursor = int(resp.headers["electric-cursor"])
     assert cursor % 20 == 0
     electric.insert("todos", {"id": 10, "org_id": "acme"})
-    resp, _ = await shape(client, table="todos", handle=handle, offset=offset, live="true",
-                          cursor=str(cursor))
+    resp, _ = await shape(
+        client, table="todos", handle=handle, offset=offset, live="true", cursor=str(cursor)
+    )
     assert int(resp.headers["electric-cursor"]) > cursor
 
 
@@ -263,12 +297,19 @@ async def test_updates_move_rows_in_and_out_of_a_shape(
     _, body = await shape(client, handle=handle, offset=offset, **query)
     assert [(m["headers"]["operation"], m["value"]) for m in body[:-1]] == [
         ("delete", {"id": "1"}),
-        ("insert", {"id": "4", "org_id": "globex", "title": "Hire a designer", "done": "false",
-                    "priority": "5"}),
+        (
+            "insert",
+            {
+                "id": "4",
+                "org_id": "globex",
+                "title": "Hire a designer",
+                "done": "false",
+                "priority": "5",
+            },
+        ),
         ("update", {"id": "3", "title": "Plan it"}),
     ]
-    _, body = await shape(client, handle=full_handle, offset=full_offset, replica="full",
-                          **query)
+    _, body = await shape(client, handle=full_handle, offset=full_offset, replica="full", **query)
     moved_out, _, updated = body[:-1]
     assert moved_out["value"]["title"] == "Ship the proxy"
     assert updated["value"]["org_id"] == "globex"
@@ -280,8 +321,7 @@ async def test_columns_select_a_projection(client: Client, electric: FakeElectri
     assert rows_of(messages)[0] == {"id": "1", "title": "Ship the proxy"}
     electric.update("todos", {"id": 1, "done": True})
     electric.update("todos", {"id": 1, "title": "Renamed"})
-    _, body = await shape(client, table="todos", columns="id,title", handle=handle,
-                          offset=offset)
+    _, body = await shape(client, table="todos", columns="id,title", handle=handle, offset=offset)
     assert [m["value"] for m in body[:-1]] == [{"id": "1", "title": "Renamed"}]
 
 
@@ -317,8 +357,9 @@ async def test_rotate_answers_409_with_the_new_handle(
 async def test_bogus_handle_gets_409_and_creates_the_shape(
     client: Client, electric: FakeElectric
 ) -> None:
-    resp, body = await shape(client, table="todos", where="org_id = 'acme'",
-                             handle="123-456", offset="0_0")
+    resp, body = await shape(
+        client, table="todos", where="org_id = 'acme'", handle="123-456", offset="0_0"
+    )
     assert resp.status == 409
     assert body == [{"headers": {"control": "must-refetch"}}]
     assert electric.handles("todos") == [resp.headers["electric-handle"]]
@@ -328,18 +369,21 @@ async def test_secret_is_required_on_the_query(aiohttp_client: AiohttpClient) ->
     electric = make_electric(secret="s3cret")
     client = await aiohttp_client(electric.app())
     for params in ({}, {"secret": "wrong"}, {"secret": "wrong", "api_secret": "s3cret"}):
-        resp = await client.get("/v1/shape", params={"table": "todos", "offset": "-1",
-                                                      **params})
+        resp = await client.get("/v1/shape", params={"table": "todos", "offset": "-1", **params})
         assert resp.status == 401
         assert await resp.json() == {"message": "Unauthorized - Invalid API secret"}
-    resp = await client.get("/v1/shape", params={"table": "todos", "offset": "-1"},
-                            headers={"Authorization": "Bearer s3cret", "secret": "s3cret"})
+    resp = await client.get(
+        "/v1/shape",
+        params={"table": "todos", "offset": "-1"},
+        headers={"Authorization": "Bearer s3cret", "secret": "s3cret"},
+    )
     assert resp.status == 401
     assert (await client.delete("/v1/shape")).status == 401
     ok = await client.get("/v1/shape?table=todos&offset=-1&secret=x&secret=s3cret")
     assert ok.status == 200
-    legacy = await client.get("/v1/shape", params={"table": "todos", "offset": "-1",
-                                                    "api_secret": "s3cret"})
+    legacy = await client.get(
+        "/v1/shape", params={"table": "todos", "offset": "-1", "api_secret": "s3cret"}
+    )
     assert legacy.status == 200
     assert (await client.options("/v1/shape")).status == 204
     assert (await client.get("/v1/health")).status == 200
@@ -352,35 +396,69 @@ async def test_secret_is_required_on_the_query(aiohttp_client: AiohttpClient) ->
         ({"table": "todos"}, {"offset": ["can't be blank"]}),
         ({"table": "todos", "offset": "12"}, {"offset": ["has invalid format"]}),
         ({"table": "todos", "offset": "0_0"}, {"handle": ["can't be blank when offset != -1"]}),
-        ({"table": "todos", "offset": "-1", "live": "true"},
-         {"live": ["can't be true when offset == -1"]}),
+        (
+            {"table": "todos", "offset": "-1", "live": "true"},
+            {"live": ["can't be true when offset == -1"]},
+        ),
         ({"table": "todos", "offset": "-1", "replica": "partial"}, {"replica": ["is invalid"]}),
-        ({"table": "nope", "offset": "-1"},
-         {"table": ['Table "public"."nope" does not exist. If the table name contains '
-                    "capitals or special characters you must quote it."]}),
-        ({"table": '"Todos"', "offset": "-1"},
-         {"table": ['Table "public"."Todos" does not exist. If the table name contains '
-                    "capitals or special characters you must quote it."]}),
-        ({"table": "todos", "offset": "-1", "where": "id = $1", "params[2]": "1"},
-         {"params": ["Parameters must be numbered sequentially, starting from 1"]}),
-        ({"table": "todos", "offset": "-1", "where": "id = $1", "params[a]": "1"},
-         {"params": ["Parameters can only use numbers as keys"]}),
-        ({"table": "todos", "offset": "-1", "where": "id = $2", "params[1]": "1"},
-         {"where": ["At location 5: parameter $2 was not provided"]}),
-        ({"table": "todos", "offset": "-1", "where": "CASE WHEN done THEN true END"},
-         {"where": ["At location 0: CaseExpr is not supported in this context"]}),
-        ({"table": "todos", "offset": "-1", "where": "nope = 1"},
-         {"where": ["At location 0: unknown reference nope"]}),
-        ({"table": "todos", "offset": "-1", "where": "id = 'x'"},
-         {"where": ["At location 5: invalid syntax for type int8: x"]}),
-        ({"table": "todos", "offset": "-1", "where": "id IN (SELECT id FROM secrets)"},
-         {"where": ["Subqueries are not supported"]}),
-        ({"table": "todos", "offset": "-1", "where": "priority"},
-         {"where": ["WHERE clause must return a boolean"]}),
-        ({"table": "todos", "offset": "-1", "columns": "title"},
-         {"columns": ["The list of columns must include all primary key columns, missing: id"]}),
-        ({"table": "todos", "offset": "-1", "columns": "id,colour"},
-         {"columns": ["The following columns are not found on the table: colour"]}),
+        (
+            {"table": "nope", "offset": "-1"},
+            {
+                "table": [
+                    'Table "public"."nope" does not exist. If the table name contains '
+                    "capitals or special characters you must quote it."
+                ]
+            },
+        ),
+        (
+            {"table": '"Todos"', "offset": "-1"},
+            {
+                "table": [
+                    'Table "public"."Todos" does not exist. If the table name contains '
+                    "capitals or special characters you must quote it."
+                ]
+            },
+        ),
+        (
+            {"table": "todos", "offset": "-1", "where": "id = $1", "params[2]": "1"},
+            {"params": ["Parameters must be numbered sequentially, starting from 1"]},
+        ),
+        (
+            {"table": "todos", "offset": "-1", "where": "id = $1", "params[a]": "1"},
+            {"params": ["Parameters can only use numbers as keys"]},
+        ),
+        (
+            {"table": "todos", "offset": "-1", "where": "id = $2", "params[1]": "1"},
+            {"where": ["At location 5: parameter $2 was not provided"]},
+        ),
+        (
+            {"table": "todos", "offset": "-1", "where": "CASE WHEN done THEN true END"},
+            {"where": ["At location 0: CaseExpr is not supported in this context"]},
+        ),
+        (
+            {"table": "todos", "offset": "-1", "where": "nope = 1"},
+            {"where": ["At location 0: unknown reference nope"]},
+        ),
+        (
+            {"table": "todos", "offset": "-1", "where": "id = 'x'"},
+            {"where": ["At location 5: invalid syntax for type int8: x"]},
+        ),
+        (
+            {"table": "todos", "offset": "-1", "where": "id IN (SELECT id FROM secrets)"},
+            {"where": ["Subqueries are not supported"]},
+        ),
+        (
+            {"table": "todos", "offset": "-1", "where": "priority"},
+            {"where": ["WHERE clause must return a boolean"]},
+        ),
+        (
+            {"table": "todos", "offset": "-1", "columns": "title"},
+            {"columns": ["The list of columns must include all primary key columns, missing: id"]},
+        ),
+        (
+            {"table": "todos", "offset": "-1", "columns": "id,colour"},
+            {"columns": ["The following columns are not found on the table: colour"]},
+        ),
     ],
 )
 async def test_electric_style_400s(
@@ -406,9 +484,11 @@ async def test_if_none_match_gets_304(client: Client) -> None:
     handle, offset, _ = await sync_to_end(client, table="todos")
     resp, _ = await shape(client, table="todos", handle=handle, offset="0_0")
     etag = resp.headers["etag"]
-    again = await client.get("/v1/shape", params={"table": "todos", "handle": handle,
-                                                  "offset": "0_0"},
-                             headers={"If-None-Match": f'"other", {etag}'})
+    again = await client.get(
+        "/v1/shape",
+        params={"table": "todos", "handle": handle, "offset": "0_0"},
+        headers={"If-None-Match": f'"other", {etag}'},
+    )
     assert again.status == 304
     assert await again.read() == b""
     assert again.headers["etag"] == etag
@@ -419,18 +499,25 @@ async def test_if_none_match_gets_304(client: Client) -> None:
 async def test_gzip_only_when_asked(aiohttp_client: AiohttpClient) -> None:
     electric = make_electric()
     client = await aiohttp_client(electric.app(), auto_decompress=False)
-    zipped = await client.get("/v1/shape", params={"table": "todos", "offset": "-1"},
-                              headers={"Accept-Encoding": "gzip, deflate"})
+    zipped = await client.get(
+        "/v1/shape",
+        params={"table": "todos", "offset": "-1"},
+        headers={"Accept-Encoding": "gzip, deflate"},
+    )
     assert zipped.headers["content-encoding"] == "gzip"
     assert zipped.headers["transfer-encoding"] == "chunked"
     assert len(json.loads(gzip.decompress(await zipped.read()))) == 6
-    plain = await client.get("/v1/shape", params={"table": "todos", "offset": "-1"},
-                             headers={"Accept-Encoding": "identity"})
+    plain = await client.get(
+        "/v1/shape",
+        params={"table": "todos", "offset": "-1"},
+        headers={"Accept-Encoding": "identity"},
+    )
     assert "content-encoding" not in plain.headers
     assert len(json.loads(await plain.read())) == 6
     quiet = await aiohttp_client(make_electric(compress=False).app(), auto_decompress=False)
-    resp = await quiet.get("/v1/shape", params={"table": "todos", "offset": "-1"},
-                           headers={"Accept-Encoding": "gzip"})
+    resp = await quiet.get(
+        "/v1/shape", params={"table": "todos", "offset": "-1"}, headers={"Accept-Encoding": "gzip"}
+    )
     assert "content-encoding" not in resp.headers
 
 
@@ -438,10 +525,18 @@ async def test_sse_framing_keepalive_and_end(aiohttp_client: AiohttpClient) -> N
     electric = make_electric(sse_timeout=0.6, sse_keepalive=0.2)
     client = await aiohttp_client(electric.app())
     handle, offset, _ = await sync_to_end(client, table="todos")
-    resp = await client.get("/v1/shape", headers={"Accept-Encoding": "gzip"}, params={
-        "table": "todos", "handle": handle, "offset": offset, "live": "true",
-        "experimental_live_sse": "true", "cursor": "5",
-    })
+    resp = await client.get(
+        "/v1/shape",
+        headers={"Accept-Encoding": "gzip"},
+        params={
+            "table": "todos",
+            "handle": handle,
+            "offset": offset,
+            "live": "true",
+            "experimental_live_sse": "true",
+            "cursor": "5",
+        },
+    )
     assert resp.status == 200
     assert resp.headers["content-type"] == "text/event-stream"
     assert resp.headers["cache-control"] == "public, max-age=1"
@@ -466,23 +561,35 @@ async def test_sse_with_data_ready_writes_it_and_closes(
 ) -> None:
     handle, offset, _ = await sync_to_end(client, table="todos")
     electric.delete("todos", {"id": 5})
-    resp = await client.get("/v1/shape", params={
-        "table": "todos", "handle": handle, "offset": offset, "live": "true", "live_sse": "true",
-    })
+    resp = await client.get(
+        "/v1/shape",
+        params={
+            "table": "todos",
+            "handle": handle,
+            "offset": offset,
+            "live": "true",
+            "live_sse": "true",
+        },
+    )
     text = await resp.text()
     events = [json.loads(chunk[6:]) for chunk in text.split("\n\n") if chunk]
     assert [e["headers"].get("operation", e["headers"].get("control")) for e in events] == [
-        "delete", "up-to-date"]
+        "delete",
+        "up-to-date",
+    ]
 
 
 async def test_post_subset_snapshot(client: Client) -> None:
     handle, offset, _ = await sync_to_end(client, table="todos", where="org_id = 'acme'")
     resp = await client.post(
         "/v1/shape",
-        params={"table": "todos", "where": "org_id = 'acme'", "handle": handle,
-                "offset": offset},
-        json={"where": "priority >= $1", "params": {"1": "2"}, "order_by": "priority DESC",
-              "limit": 5},
+        params={"table": "todos", "where": "org_id = 'acme'", "handle": handle, "offset": offset},
+        json={
+            "where": "priority >= $1",
+            "params": {"1": "2"},
+            "order_by": "priority DESC",
+            "limit": 5,
+        },
     )
     assert resp.status == 200
     assert resp.headers["electric-snapshot"] == "true"
@@ -491,25 +598,34 @@ async def test_post_subset_snapshot(client: Client) -> None:
     assert resp.headers["electric-offset"] == offset
     assert "electric-schema" in resp.headers
     body = await resp.json()
-    assert set(body["metadata"]) == {"xmin", "xmax", "xip_list", "snapshot_mark",
-                                     "database_lsn"}
+    assert set(body["metadata"]) == {"xmin", "xmax", "xip_list", "snapshot_mark", "database_lsn"}
     assert [m["value"]["id"] for m in body["data"]] == ["1", "5"]
     assert body["data"][0]["headers"]["snapshot_mark"] == body["metadata"]["snapshot_mark"]
 
-    get = await client.get("/v1/shape", params={
-        "table": "todos", "where": "org_id = 'acme'", "handle": handle, "offset": offset,
-        "subset__where": "title = $1", "subset__params": json.dumps({"1": "Write docs"}),
-    })
+    get = await client.get(
+        "/v1/shape",
+        params={
+            "table": "todos",
+            "where": "org_id = 'acme'",
+            "handle": handle,
+            "offset": offset,
+            "subset__where": "title = $1",
+            "subset__params": json.dumps({"1": "Write docs"}),
+        },
+    )
     assert [m["value"]["id"] for m in (await get.json())["data"]] == ["5"]
 
-    bad = await client.post("/v1/shape", params={"table": "todos", "offset": "-1"},
-                            json={"limit": 2})
+    bad = await client.post(
+        "/v1/shape", params={"table": "todos", "offset": "-1"}, json={"limit": 2}
+    )
     assert bad.status == 400
     assert bad.headers["cache-control"] == "no-cache"
     assert (await bad.json())["errors"] == {
-        "subset": {"order_by": ["order_by is required when limit or offset is present"]}}
-    broken = await client.post("/v1/shape", params={"table": "todos", "offset": "-1"},
-                               data=b"{nope")
+        "subset": {"order_by": ["order_by is required when limit or offset is present"]}
+    }
+    broken = await client.post(
+        "/v1/shape", params={"table": "todos", "offset": "-1"}, data=b"{nope"
+    )
     assert broken.status == 400
     assert (await broken.json())["error"] == "Invalid JSON in request body"
 
@@ -517,29 +633,46 @@ async def test_post_subset_snapshot(client: Client) -> None:
 async def test_post_body_replaces_the_query_definition(client: Client) -> None:
     """§9.2: Electric merges body keys over the query, so a raw body can escape the shape."""
     query = {"table": "todos", "where": "org_id = 'acme'", "offset": "-1"}
-    escaped = await client.post("/v1/shape", params=query, json={
-        "where": "org_id = 'globex'", "subset": {"where": "true"},
-    })
+    escaped = await client.post(
+        "/v1/shape",
+        params=query,
+        json={
+            "where": "org_id = 'globex'",
+            "subset": {"where": "true"},
+        },
+    )
     assert {m["value"]["org_id"] for m in (await escaped.json())["data"]} == {"globex"}
 
-    whole_merge = await client.post("/v1/shape", params=query, json={
-        "table": "secrets", "where": "id > 0", "subset": {},
-    })
+    whole_merge = await client.post(
+        "/v1/shape",
+        params=query,
+        json={
+            "table": "secrets",
+            "where": "id > 0",
+            "subset": {},
+        },
+    )
     assert [m["value"] for m in (await whole_merge.json())["data"]] == [
-        {"id": "1", "value": "s3cr3t"}]
+        {"id": "1", "value": "s3cr3t"}
+    ]
 
-    other_table = await client.post("/v1/shape", params={"table": "todos", "offset": "-1"},
-                                    json={"table": "secrets", "where": "true"})
+    other_table = await client.post(
+        "/v1/shape",
+        params={"table": "todos", "offset": "-1"},
+        json={"table": "secrets", "where": "true"},
+    )
     assert [m["value"] for m in (await other_table.json())["data"]] == [
-        {"id": "1", "value": "s3cr3t"}]
+        {"id": "1", "value": "s3cr3t"}
+    ]
 
     contained = await client.post("/v1/shape", params=query, json={"where": "true"})
     assert {m["value"]["org_id"] for m in (await contained.json())["data"]} == {"acme"}
 
 
 async def test_requests_are_recorded(client: Client, electric: FakeElectric) -> None:
-    await client.get("/v1/shape?table=todos&offset=-1&params%5B1%5D=a&x=1&x=2",
-                     headers={"X-Test": "yes"})
+    await client.get(
+        "/v1/shape?table=todos&offset=-1&params%5B1%5D=a&x=1&x=2", headers={"X-Test": "yes"}
+    )
     await client.post("/v1/shape?table=todos&offset=-1", data=b'{"where": "true"}')
     await client.options("/v1/shape")
     await client.get("/v1/health")
@@ -558,8 +691,10 @@ async def test_held_and_cancelled_count_an_aborted_long_poll(
 ) -> None:
     handle, offset, _ = await sync_to_end(client, table="todos")
     request = asyncio.create_task(
-        client.get("/v1/shape", params={"table": "todos", "handle": handle, "offset": offset,
-                                        "live": "true"})
+        client.get(
+            "/v1/shape",
+            params={"table": "todos", "handle": handle, "offset": offset, "live": "true"},
+        )
     )
     await electric.wait_until(lambda: electric.held == 1)
     request.cancel()
@@ -575,8 +710,10 @@ async def test_out_of_bounds_offset_is_refused_after_a_wait(
     handle, _, _ = await sync_to_end(client, table="todos")
     resp, body = await shape(client, table="todos", handle=handle, offset="99999999_0")
     assert resp.status == 400
-    assert body == {"message": "Invalid request",
-                    "errors": {"offset": ["out of bounds for this shape"]}}
+    assert body == {
+        "message": "Invalid request",
+        "errors": {"offset": ["out of bounds for this shape"]},
+    }
 
 
 async def test_other_routes_and_stamps(client: Client) -> None:
@@ -596,10 +733,14 @@ async def test_other_routes_and_stamps(client: Client) -> None:
     assert await (await client.get("/v1/health")).json() == {"status": "active"}
     assert await (await client.get("/nope")).text() == "Not found"
 
-    preflight = await client.options("/v1/shape", headers={
-        "Origin": "https://app.example", "Access-Control-Request-Method": "GET",
-        "Access-Control-Request-Headers": "authorization, if-none-match, traceparent",
-    })
+    preflight = await client.options(
+        "/v1/shape",
+        headers={
+            "Origin": "https://app.example",
+            "Access-Control-Request-Method": "GET",
+            "Access-Control-Request-Headers": "authorization, if-none-match, traceparent",
+        },
+    )
     assert preflight.status == 204
     assert preflight.headers["access-control-allow-origin"] == "https://app.example"
     assert preflight.headers["access-control-allow-headers"] == "if-none-match,traceparent"
@@ -616,8 +757,13 @@ async def test_rotation_ends_an_sse_stream_silently(aiohttp_client: AiohttpClien
     electric = make_electric(sse_timeout=5.0)
     client = await aiohttp_client(electric.app())
     handle, offset, _ = await sync_to_end(client, table="todos")
-    query = {"table": "todos", "handle": handle, "offset": offset, "live": "true",
-             "live_sse": "true"}
+    query = {
+        "table": "todos",
+        "handle": handle,
+        "offset": offset,
+        "live": "true",
+        "live_sse": "true",
+    }
     resp = await client.get("/v1/shape", params=query)
     await electric.wait_until(lambda: electric.held == 1)
     electric.rotate("todos")
@@ -633,14 +779,16 @@ async def test_changes_only_log_skips_the_snapshot(client: Client, electric: Fak
     assert rows_of(messages) == []
     assert "snapshot-end" not in controls(messages)
     electric.insert("todos", {"id": 20, "org_id": "acme"})
-    _, body = await shape(client, table="todos", log="changes_only", handle=handle,
-                          offset=offset)
+    _, body = await shape(client, table="todos", log="changes_only", handle=handle, offset=offset)
     assert [m["value"]["id"] for m in body[:-1]] == ["20"]
 
 
 async def test_subset_where_errors_are_nested(client: Client) -> None:
-    resp = await client.get("/v1/shape", params={"table": "todos", "offset": "-1",
-                                                 "subset__where": "colour = 'red'"})
+    resp = await client.get(
+        "/v1/shape", params={"table": "todos", "offset": "-1", "subset__where": "colour = 'red'"}
+    )
     assert resp.status == 400
-    assert await resp.json() == {"message": "Invalid request", "errors": {
-        "subset": {"where": ["At location 0: unknown reference colour"]}}}
+    assert await resp.json() == {
+        "message": "Invalid request",
+        "errors": {"subset": {"where": ["At location 0: unknown reference colour"]}},
+    }
