@@ -11,7 +11,7 @@ from .chain import (
     UpstreamRequest,
     client_query,
 )
-from .config import ConfigError, ProxyConfig, load_config, parse_config
+from .config import ConfigError, ProxyConfig, StreamsConfig, load_config, parse_config
 from .errors import (
     BadRequest,
     DuplicateParameter,
@@ -37,6 +37,8 @@ from .steps.credentials import Credentials
 from .steps.headers import ResponseHeaders, merge_vary
 from .steps.policy import ShapePolicy, ShapeRule
 from .steps.request_id import CLIENT_IP, REQUEST_ID, RequestId
+from .steps.stream_policy import StreamPolicy, StreamRule
+from .streams import STREAM_PATH, StreamPath, StreamProxy
 
 __version__ = "0.1.0"
 
@@ -45,6 +47,7 @@ __all__ = [
     "ENTRY_POINT_GROUP",
     "PRINCIPAL",
     "REQUEST_ID",
+    "STREAM_PATH",
     "UPSTREAM",
     "Authenticator",
     "BadRequest",
@@ -73,6 +76,11 @@ __all__ = [
     "ShapeRule",
     "StaticToken",
     "Step",
+    "StreamPath",
+    "StreamPolicy",
+    "StreamProxy",
+    "StreamRule",
+    "StreamsConfig",
     "Unauthorized",
     "UpstreamRequest",
     "UpstreamResponse",

@@ -9,10 +9,12 @@ Two ways in, both a few lines for the user::
 
 from __future__ import annotations
 
+import abc
 from collections.abc import Sequence
 
 from aiohttp import hdrs, web
 from multidict import CIMultiDict
+from yarl import URL
 
 from .chain import UPSTREAM, Handler, Middleware, Step, UpstreamRequest, compose
 from .errors import MethodNotAllowed, NotFound
@@ -20,12 +22,51 @@ from .forward import Forwarder, UpstreamSettings
 from .logs import bind_request_id
 from .protocol import FORWARDED_REQUEST_HEADERS, SHAPE_METHODS
 
-__all__ = ["ShapeProxy"]
+__all__ = ["Endpoint", "ShapeProxy", "forwarded_headers"]
 
 _ALLOW = ", ".join(sorted(SHAPE_METHODS))
 
 
-class ShapeProxy:
+class Endpoint(abc.ABC):
+    """What every proxied endpoint shares: its chain, its upstream pool and their lifecycle."""
+
+    def __init__(self, *, forwarder: Forwarder, chain: Sequence[Middleware], path: str) -> None:
+        if not path.startswith("/") or (path.endswith("/") and path != "/"):
+            raise ValueError(f"path must start with '/' and not end with one: {path!r}")
+        self.path = path
+        self.forwarder = forwarder
+        self.steps: tuple[Middleware, ...] = tuple(chain)
+        self._handler: Handler = compose(self.steps, forwarder)
+
+    @abc.abstractmethod
+    def add_routes(self, router: web.UrlDispatcher) -> None: ...
+
+    def setup(self, app: web.Application) -> None:
+        """Add the routes and the lifecycle of the upstream session (and of steps) to ``app``."""
+        self.add_routes(app.router)
+        app.cleanup_ctx.append(self.forwarder.session_ctx)
+        for step in self.steps:
+            if isinstance(step, Step) and step.holds_resources():
+                app.cleanup_ctx.append(step.cleanup_ctx)
+
+    def app(self) -> web.Application:
+        """A fresh application holding only this endpoint (standalone or as a sub-app)."""
+        app = web.Application()
+        self.setup(app)
+        return app
+
+    async def run_chain(
+        self, request: web.Request, upstream: UpstreamRequest
+    ) -> web.StreamResponse:
+        request[UPSTREAM] = upstream
+        return await self._handler(request)
+
+
+def forwarded_headers(request: web.Request, allowed: frozenset[str]) -> CIMultiDict[str]:
+    return CIMultiDict((k, v) for k, v in request.headers.items() if k.lower() in allowed)
+
+
+class ShapeProxy(Endpoint):
     """One shape endpoint in front of one Electric.
 
     The chain runs in the given order for every request on ``path``; nothing else in the
@@ -39,29 +80,15 @@ class ShapeProxy:
         chain: Sequence[Middleware] = (),
         path: str = "/v1/shape",
     ) -> None:
-        if not path.startswith("/") or (path.endswith("/") and path != "/"):
-            raise ValueError(f"path must start with '/' and not end with one: {path!r}")
         settings = (
             upstream if isinstance(upstream, UpstreamSettings) else UpstreamSettings(url=upstream)
         )
-        self.path = path
-        self.forwarder = Forwarder(settings)
-        self.steps: tuple[Middleware, ...] = tuple(chain)
-        self._handler: Handler = compose(self.steps, self.forwarder)
+        if URL(settings.url).path in ("", "/"):
+            settings = settings.model_copy(update={"url": settings.url.rstrip("/") + "/v1/shape"})
+        super().__init__(forwarder=Forwarder(settings), chain=chain, path=path)
 
-    def setup(self, app: web.Application) -> None:
-        """Add the route and the upstream session's lifecycle to ``app``."""
-        app.router.add_route("*", self.path, self._handle)
-        app.cleanup_ctx.append(self.forwarder.session_ctx)
-        for step in self.steps:
-            if isinstance(step, Step) and step.holds_resources():
-                app.cleanup_ctx.append(step.cleanup_ctx)
-
-    def app(self) -> web.Application:
-        """A fresh application holding only this endpoint (standalone or as a sub-app)."""
-        app = web.Application()
-        self.setup(app)
-        return app
+    def add_routes(self, router: web.UrlDispatcher) -> None:
+        router.add_route("*", self.path, self._handle)
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         # The router matches the *decoded* path, so /v1/%73hape would arrive here too.
@@ -76,10 +103,7 @@ class ShapeProxy:
                 f"method {request.method} is not allowed", headers={hdrs.ALLOW: _ALLOW}
             )
             return error.to_response()
-        request[UPSTREAM] = UpstreamRequest(
-            method=request.method,
-            headers=CIMultiDict(
-                (k, v) for k, v in request.headers.items() if k.lower() in FORWARDED_REQUEST_HEADERS
-            ),
+        upstream = UpstreamRequest(
+            method=request.method, headers=forwarded_headers(request, FORWARDED_REQUEST_HEADERS)
         )
-        return await self._handler(request)
+        return await self.run_chain(request, upstream)

@@ -47,7 +47,7 @@ def _serve(args: argparse.Namespace) -> int:
     raise_open_file_limit()
     server = config.server
     web.run_app(
-        config.build().app(),
+        config.app(),
         host=args.host or server.host,
         port=args.port if args.port is not None else server.port,
         shutdown_timeout=server.shutdown_timeout,
@@ -61,8 +61,14 @@ def _check_config(args: argparse.Namespace) -> int:
     config = _load(args.config)
     if config is None:
         return 1
-    names = ", ".join(name for name, _ in config.steps) or "(empty chain)"
-    print(f"{args.config}: ok; chain: {names}")
+    endpoints = []
+    if config.upstream is not None:
+        endpoints.append((config.server.path, config.steps))
+    if config.streams is not None:
+        endpoints.append((config.streams.path + "/*", config.streams.steps))
+    for path, steps in endpoints:
+        names = ", ".join(name for name, _ in steps) or "(empty chain)"
+        print(f"{args.config}: ok; {path} chain: {names}")
     if args.show:
         print(json.dumps(config.describe(), indent=2))
     return 0

@@ -23,16 +23,27 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .app import ShapeProxy
 from .chain import Step
 from .forward import UpstreamSettings
 from .registry import RegistryError, build_step
+from .streams import StreamProxy
 
-__all__ = ["ConfigError", "ProxyConfig", "ServerSettings", "load_config", "parse_config"]
+M = TypeVar("M", bound=BaseModel)
+
+__all__ = [
+    "ConfigError",
+    "ProxyConfig",
+    "ServerSettings",
+    "StreamsConfig",
+    "load_config",
+    "parse_config",
+]
 
 
 class ConfigError(Exception):
@@ -52,26 +63,66 @@ class ServerSettings(BaseModel):
     shutdown_timeout: float = Field(10.0, ge=0)
 
 
+Steps = tuple[tuple[str, Step], ...]
+
+
+def _describe_steps(steps: Steps) -> list[dict[str, Any]]:
+    return [{"use": name, **step.model_dump(mode="json")} for name, step in steps]
+
+
+@dataclass(frozen=True)
+class StreamsConfig:
+    """The ``[streams]`` section: Durable Streams under their own prefix, upstream and chain."""
+
+    path: str
+    upstream: UpstreamSettings
+    steps: Steps
+
+    def build(self) -> StreamProxy:
+        return StreamProxy(
+            upstream=self.upstream, chain=[step for _, step in self.steps], path=self.path
+        )
+
+
 @dataclass(frozen=True)
 class ProxyConfig:
     server: ServerSettings
-    upstream: UpstreamSettings
-    steps: tuple[tuple[str, Step], ...]
+    upstream: UpstreamSettings | None
+    steps: Steps
+    streams: StreamsConfig | None = None
 
     def build(self) -> ShapeProxy:
+        """The shape endpoint (``[upstream]`` + ``[[chain]]``)."""
+        if self.upstream is None:
+            raise ConfigError(["upstream: no shape endpoint is configured"])
         return ShapeProxy(
             upstream=self.upstream,
             chain=[step for _, step in self.steps],
             path=self.server.path,
         )
 
+    def app(self) -> web.Application:
+        """Every configured endpoint in one application."""
+        app = web.Application()
+        if self.upstream is not None:
+            self.build().setup(app)
+        if self.streams is not None:
+            self.streams.build().setup(app)
+        return app
+
     def describe(self) -> dict[str, Any]:
         """The effective config with secrets masked: safe to print or log."""
-        return {
-            "server": self.server.model_dump(mode="json"),
-            "upstream": self.upstream.model_dump(mode="json"),
-            "chain": [{"use": name, **step.model_dump(mode="json")} for name, step in self.steps],
-        }
+        shown: dict[str, Any] = {"server": self.server.model_dump(mode="json")}
+        if self.upstream is not None:
+            shown["upstream"] = self.upstream.model_dump(mode="json")
+            shown["chain"] = _describe_steps(self.steps)
+        if self.streams is not None:
+            shown["streams"] = {
+                "path": self.streams.path,
+                "upstream": self.streams.upstream.model_dump(mode="json"),
+                "chain": _describe_steps(self.streams.steps),
+            }
+        return shown
 
 
 def _where(path: tuple[str | int, ...]) -> str:
@@ -110,47 +161,72 @@ def _validation_problems(prefix: str, exc: ValidationError) -> list[str]:
     return problems
 
 
-def parse_config(raw: Mapping[str, Any], *, base: Path = Path()) -> ProxyConfig:
-    problems: list[str] = []
-    data = _resolve(raw, (), base, problems)
-    unknown = sorted(set(data) - {"server", "upstream", "chain"})
-    problems += [f"{key}: unknown section (expected server, upstream, chain)" for key in unknown]
-
-    server: ServerSettings | None = None
-    upstream: UpstreamSettings | None = None
+def _model(model: type[M], value: Any, where: str, problems: list[str]) -> M | None:
     try:
-        server = ServerSettings.model_validate(data.get("server", {}))
+        return model.model_validate(value if value is not None else {})
     except ValidationError as exc:
-        problems += _validation_problems("server", exc)
-    try:
-        upstream = UpstreamSettings.model_validate(data.get("upstream", {}))
-    except ValidationError as exc:
-        problems += _validation_problems("upstream", exc)
+        problems += _validation_problems(where, exc)
+        return None
 
+
+def _chain(entries: Any, where: str, problems: list[str]) -> Steps:
+    if not isinstance(entries, list):
+        problems.append(f"{where}: expected a list of [[{where}]] tables")
+        return ()
     steps: list[tuple[str, Step]] = []
-    chain = data.get("chain", [])
-    if not isinstance(chain, list):
-        problems.append("chain: expected a list of [[chain]] tables")
-        chain = []
-    for index, entry in enumerate(chain):
-        where = f"chain[{index}]"
+    for index, entry in enumerate(entries):
+        at = f"{where}[{index}]"
+        if any(p.startswith((f"{at}.", f"{at}:")) for p in problems):
+            continue  # an unresolved $env/$file is already reported; its type error would repeat it
         if not isinstance(entry, Mapping) or not isinstance(entry.get("use"), str):
-            problems.append(f'{where}: expected a table with `use = "<step name>"`')
+            problems.append(f'{at}: expected a table with `use = "<step name>"`')
             continue
         name = entry["use"]
         options = {k: v for k, v in entry.items() if k != "use"}
         try:
             steps.append((name, build_step(name, options)))
         except RegistryError as exc:
-            problems.append(f"{where}: {exc}")
+            problems.append(f"{at}: {exc}")
         except ValidationError as exc:
-            problems += _validation_problems(f"{where} ({name})", exc)
+            problems += _validation_problems(f"{at} ({name})", exc)
         except (TypeError, ValueError) as exc:
-            problems.append(f"{where} ({name}): {exc}")
+            problems.append(f"{at} ({name}): {exc}")
+    return tuple(steps)
 
-    if problems or server is None or upstream is None:
+
+def _streams(data: Any, problems: list[str]) -> StreamsConfig | None:
+    if not isinstance(data, Mapping):
+        problems.append("streams: expected a table")
+        return None
+    unknown = sorted(set(data) - {"path", "upstream", "chain"})
+    problems += [f"streams.{key}: unknown key (expected path, upstream, chain)" for key in unknown]
+    path = data.get("path", "/v1/stream")
+    if not isinstance(path, str) or not path.startswith("/") or path.endswith("/"):
+        problems.append("streams.path: expected a path like /v1/stream")
+    upstream = _model(UpstreamSettings, data.get("upstream"), "streams.upstream", problems)
+    steps = _chain(data.get("chain", []), "streams.chain", problems)
+    if upstream is None or not isinstance(path, str):
+        return None
+    return StreamsConfig(path=path, upstream=upstream, steps=steps)
+
+
+def parse_config(raw: Mapping[str, Any], *, base: Path = Path()) -> ProxyConfig:
+    problems: list[str] = []
+    data = _resolve(raw, (), base, problems)
+    unknown = sorted(set(data) - {"server", "upstream", "chain", "streams"})
+    problems += [
+        f"{key}: unknown section (expected server, upstream, chain, streams)" for key in unknown
+    ]
+    server = _model(ServerSettings, data.get("server"), "server", problems)
+    upstream = None
+    steps: Steps = ()
+    if "upstream" in data or "chain" in data or "streams" not in data:
+        upstream = _model(UpstreamSettings, data.get("upstream"), "upstream", problems)
+        steps = _chain(data.get("chain", []), "chain", problems)
+    streams = _streams(data["streams"], problems) if "streams" in data else None
+    if problems or server is None:
         raise ConfigError(problems)
-    return ProxyConfig(server=server, upstream=upstream, steps=tuple(steps))
+    return ProxyConfig(server=server, upstream=upstream, steps=steps, streams=streams)
 
 
 def load_config(path: str | os.PathLike[str]) -> ProxyConfig:

@@ -42,7 +42,10 @@ class UpstreamSettings(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    url: str = Field(description="Electric's shape endpoint, e.g. http://localhost:3000/v1/shape")
+    url: str = Field(
+        description="Electric's endpoint, e.g. http://localhost:3000/v1/shape (a bare origin "
+        "gets the endpoint's default path)"
+    )
     connection_limit: int = Field(
         10_000,
         ge=1,
@@ -71,9 +74,7 @@ class UpstreamSettings(BaseModel):
             )
         if url.user or url.password:
             raise ValueError("the upstream URL must not carry credentials")
-        if url.path in ("", "/"):
-            url = url.with_path("/v1/shape")
-        return str(url)
+        return value
 
 
 def _strip_hop_by_hop(headers: CIMultiDict[str]) -> None:
@@ -129,6 +130,8 @@ class UpstreamResponse(web.StreamResponse):
 class Forwarder:
     """The chain's endpoint: sends the built :class:`UpstreamRequest` and returns the reply."""
 
+    allow = "GET, HEAD, POST, OPTIONS"
+
     def __init__(self, settings: UpstreamSettings) -> None:
         self.settings = settings
         self.url = URL(settings.url)
@@ -170,7 +173,7 @@ class Forwarder:
     async def __call__(self, request: web.Request) -> web.StreamResponse:
         if request.method == hdrs.METH_OPTIONS:
             # A preflight never reaches Electric: its CORS answer would not fit the proxy's.
-            return web.Response(status=204, headers={hdrs.ALLOW: "GET, HEAD, POST, OPTIONS"})
+            return web.Response(status=204, headers={hdrs.ALLOW: self.allow})
         built = request[UPSTREAM]
         url = self.upstream_url(request)
         try:

@@ -42,7 +42,7 @@ def test_check_config_ok_and_masked(tmp_path: Path) -> None:
     )
     result = run("check-config", str(path), "--show", env={"ELECTRIC_SECRET": SECRET})
     assert result.returncode == 0, result.stderr
-    assert "ok; chain: credentials" in result.stdout
+    assert "ok; /v1/shape chain: credentials" in result.stdout
     assert SECRET not in result.stdout + result.stderr
 
 

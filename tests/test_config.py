@@ -33,7 +33,7 @@ def test_builds_the_chain_in_config_order(secrets: Path) -> None:
     config = parse_config(GOOD, base=secrets)
     assert [name for name, _ in config.steps] == ["bearer", "policy", "credentials"]
     assert [type(step) for _, step in config.steps] == [BearerAuth, ShapePolicy, Credentials]
-    assert config.upstream.url == "http://electric:3000/v1/shape"
+    assert str(config.build().forwarder.url) == "http://electric:3000/v1/shape"
     assert config.server.port == 9000
     credentials = config.steps[2][1]
     assert isinstance(credentials, Credentials) and credentials.secret is not None

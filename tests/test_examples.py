@@ -8,6 +8,9 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+import pytest
+
+from electric_proxy import load_config
 from electric_proxy.testing.pytest_plugin import RunningUpstream
 
 EXAMPLES = Path(__file__).parent.parent / "examples"
@@ -38,3 +41,17 @@ async def test_embed_in_aiohttp_app(
     assert rows and {r["org_id"] for r in rows} == {"acme"}
     sent = electric_upstream.electric.requests[-1]
     assert "cookie" not in {k.lower() for k in sent.headers}
+
+
+def test_cloud_streams_config_checks_out(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ALICE_TOKEN", "alice-token-0123456789")
+    monkeypatch.setenv("ELECTRIC_STREAMS_SECRET", "streams-secret-value")
+    config = load_config(EXAMPLES / "cloud_streams.toml")
+    assert config.upstream is None and config.streams is not None
+    assert [name for name, _ in config.streams.steps] == [
+        "cors",
+        "bearer",
+        "stream_policy",
+        "credentials",
+    ]
+    assert str(config.streams.build().forwarder.url).endswith("/v1/stream/svc-your-service-id")
