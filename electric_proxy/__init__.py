@@ -34,7 +34,10 @@ from .steps.auth import Authenticator, bearer_token
 from .steps.bearer import BearerAuth, StaticToken
 from .steps.cors import Cors
 from .steps.credentials import Credentials
+from .steps.gatekeeper import GatekeeperIssuer, GatekeeperVerifier, Grant, ShapeClaim
 from .steps.headers import ResponseHeaders, merge_vary
+from .steps.jwks import JwksCache
+from .steps.jwt import JwtAuth
 from .steps.policy import ShapePolicy, ShapeRule
 from .steps.request_id import CLIENT_IP, REQUEST_ID, RequestId
 from .steps.stream_policy import StreamPolicy, StreamRule
@@ -57,9 +60,14 @@ __all__ = [
     "Credentials",
     "DuplicateParameter",
     "Forbidden",
+    "GatekeeperIssuer",
+    "GatekeeperVerifier",
+    "Grant",
     "Handler",
     "InvalidBody",
     "InvalidFilter",
+    "JwksCache",
+    "JwtAuth",
     "MethodNotAllowed",
     "Middleware",
     "NotFound",
@@ -71,6 +79,7 @@ __all__ = [
     "RequestIdLogFilter",
     "ResponseHeaders",
     "ServiceUnavailable",
+    "ShapeClaim",
     "ShapePolicy",
     "ShapeProxy",
     "ShapeRule",

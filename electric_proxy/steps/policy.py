@@ -250,9 +250,12 @@ class ShapePolicy(Step):
     async def _subset_body(self, request: web.Request, rule: ShapeRule) -> bytes:
         if request.content_length is not None and request.content_length > self.max_body_size:
             raise PayloadTooLarge(f"the body is larger than {self.max_body_size} bytes")
-        raw = await request.content.read(self.max_body_size + 1)
-        if len(raw) > self.max_body_size:
-            raise PayloadTooLarge(f"the body is larger than {self.max_body_size} bytes")
+        received = bytearray()
+        async for chunk in request.content.iter_any():
+            received += chunk
+            if len(received) > self.max_body_size:
+                raise PayloadTooLarge(f"the body is larger than {self.max_body_size} bytes")
+        raw = bytes(received)
         try:
             body = json.loads(raw)
         except (UnicodeDecodeError, ValueError):
