@@ -66,7 +66,7 @@ class ProxyError(Exception):
         return {"error": self.error_code, "message": self.message, **self.details}
 
     def to_response(self) -> web.Response:
-        headers = {"Cache-Control": "no-store", **self.headers}
+        headers = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff", **self.headers}
         return web.Response(
             status=self.status,
             text=json.dumps(self.body()),

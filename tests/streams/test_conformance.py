@@ -1,0 +1,308 @@
+"""The Durable Streams conformance suite, directly against the reference server and through
+the proxy (bearer auth, a stream policy and secret injection on): both runs must pass the same
+set of tests.
+
+The reference server (npm ``@durable-streams/server``) trails the suite (npm
+``@durable-streams/server-conformance-tests``) and fails a few of its tests on its own, so
+the proxy run is compared with a direct run rather than with 100 %.
+
+The Node side lives next to this file: ``reference-server.mjs`` starts the server,
+``conformance.test.mjs`` is the vitest entry (the suite's own CLI finds no tests). Install it
+with ``scripts/streams-setup``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import shutil
+import signal
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, NoReturn
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from electric_proxy import (
+    BearerAuth,
+    Credentials,
+    StaticToken,
+    StreamPolicy,
+    StreamProxy,
+    StreamRule,
+)
+
+HERE = Path(__file__).resolve().parent
+NODE_MODULES = HERE / "node_modules"
+VITEST = NODE_MODULES / ".bin" / "vitest"
+ENTRY = "conformance.test.mjs"
+
+TOKEN = "token-conformance-suite-0000001"
+SERVICE_SECRET = "svc-secret-conformance-0123456789"
+SERVICE_PREFIX = "/v1/stream/svc-test"
+LONG_POLL_TIMEOUT_MS = 3000
+SUITE_TIMEOUT_S = 130.0  # one run takes about 30 s
+
+
+def _unavailable(reason: str) -> NoReturn:
+    if os.environ.get("CI"):
+        pytest.fail(reason)
+    pytest.skip(reason)
+
+
+def _check_node_deps() -> str:
+    """The node binary; fails (in CI) or skips when it or the pinned packages are missing."""
+    node = shutil.which("node")
+    if node is None:
+        _unavailable("node is not installed (Node >= 20); then run scripts/streams-setup")
+    pinned = json.loads((HERE / "package.json").read_text())["dependencies"]
+    for name, version in pinned.items():
+        manifest = NODE_MODULES / name / "package.json"
+        try:
+            installed = json.loads(manifest.read_text())["version"]
+        except (OSError, ValueError, KeyError):
+            _unavailable(f"npm package {name} is not installed: run scripts/streams-setup")
+        if installed != version:
+            _unavailable(
+                f"npm package {name} is {installed}, {version} is pinned: run scripts/streams-setup"
+            )
+    if not os.access(VITEST, os.X_OK):
+        _unavailable("tests/streams/node_modules/.bin/vitest is missing: run scripts/streams-setup")
+    return node
+
+
+@dataclass
+class SuiteRun:
+    label: str
+    passed: set[str] = field(default_factory=set)
+    failed: set[str] = field(default_factory=set)
+    skipped: set[str] = field(default_factory=set)
+    seconds: float = 0.0
+
+    @property
+    def all(self) -> set[str]:
+        return self.passed | self.failed | self.skipped
+
+    def summary(self) -> str:
+        return (
+            f"{self.label}: {len(self.passed)} passed, {len(self.failed)} failed, "
+            f"{len(self.skipped)} skipped ({self.seconds:.1f} s)"
+        )
+
+
+def parse_report(label: str, report: dict[str, Any]) -> SuiteRun:
+    """Vitest's JSON report (jest-compatible) as sets of full test names."""
+    run = SuiteRun(label)
+    buckets = {"passed": run.passed, "failed": run.failed}
+    for file in report["testResults"]:
+        for case in file["assertionResults"]:
+            name = " > ".join([*case["ancestorTitles"], case["title"]])
+            buckets.get(case["status"], run.skipped).add(name)  # pending, skipped, todo
+    return run
+
+
+async def _stop(proc: asyncio.subprocess.Process, grace: float = 5.0) -> None:
+    """Terminate a process started in its own session, with everything it started."""
+    if proc.returncode is None:
+        for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, None)):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, sig)
+            try:
+                await asyncio.wait_for(proc.wait(), wait)
+                break
+            except TimeoutError:
+                continue
+    await proc.wait()
+
+
+async def run_suite(
+    label: str, base_url: str, out: Path, token: str | None = None
+) -> tuple[SuiteRun, str]:
+    """One vitest run of the whole suite against base_url; returns the run and vitest's output."""
+    env = {
+        **os.environ,
+        "CONFORMANCE_BASE_URL": base_url,
+        "CONFORMANCE_LONG_POLL_TIMEOUT_MS": str(LONG_POLL_TIMEOUT_MS),
+        "NO_COLOR": "1",
+    }
+    env.pop("CONFORMANCE_TOKEN", None)
+    if token is not None:
+        env["CONFORMANCE_TOKEN"] = token
+    report = out / f"{label}.json"
+    started = time.monotonic()
+    proc = await asyncio.create_subprocess_exec(
+        str(VITEST),
+        "run",
+        ENTRY,
+        "--reporter=json",
+        f"--outputFile={report}",
+        cwd=HERE,
+        env=env,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        # vitest exits 1 whenever a test fails, which the reference server always makes happen
+        output, _ = await asyncio.wait_for(proc.communicate(), SUITE_TIMEOUT_S)
+    except TimeoutError:
+        await _stop(proc)
+        pytest.fail(f"{label}: the conformance suite did not finish in {SUITE_TIMEOUT_S:.0f} s")
+    finally:
+        await _stop(proc)
+    text = output.decode(errors="replace")
+    try:
+        data = json.loads(report.read_text())
+    except (OSError, ValueError) as exc:
+        pytest.fail(f"{label}: no vitest report ({exc}); exit {proc.returncode}:\n{text[-4000:]}")
+    run = parse_report(label, data)
+    run.seconds = time.monotonic() - started
+    if not run.passed:
+        pytest.fail(f"{label}: no test passed; vitest exit {proc.returncode}:\n{text[-4000:]}")
+    return run, text
+
+
+@pytest.fixture
+async def reference_server(tmp_path: Path) -> AsyncIterator[str]:
+    """The reference server on a free port; under SERVICE_PREFIX it demands SERVICE_SECRET."""
+    node = _check_node_deps()
+    log = tmp_path / "reference-server.log"  # a file: an unread pipe could fill and block it
+    with log.open("wb") as stderr:
+        proc = await _start_reference_server(node, stderr)
+    assert proc.stdout is not None
+    try:
+        try:
+            line = await asyncio.wait_for(proc.stdout.readline(), 30)
+            url = json.loads(line)["url"]
+        except (TimeoutError, ValueError, KeyError):
+            await _stop(proc)
+            pytest.fail(f"the reference server did not start:\n{log.read_text(errors='replace')}")
+        yield url
+    finally:
+        if proc.stdin is not None:
+            proc.stdin.close()
+        await _stop(proc)
+
+
+async def _start_reference_server(node: str, stderr: Any) -> asyncio.subprocess.Process:
+    return await asyncio.create_subprocess_exec(
+        node,
+        "reference-server.mjs",
+        cwd=HERE,
+        env={
+            **os.environ,
+            "LONG_POLL_TIMEOUT_MS": str(LONG_POLL_TIMEOUT_MS),
+            "SERVICE_PREFIX": SERVICE_PREFIX + "/",
+            "SERVICE_SECRET": SERVICE_SECRET,
+        },
+        stdin=asyncio.subprocess.PIPE,  # the server exits when this closes
+        stdout=asyncio.subprocess.PIPE,
+        stderr=stderr,
+        start_new_session=True,
+    )
+
+
+@pytest.fixture
+async def proxy_origin(reference_server: str) -> AsyncIterator[str]:
+    """The proxy in front of the reference server's svc-test service, as a client reaches it."""
+    proxy = StreamProxy(
+        upstream=f"{reference_server}{SERVICE_PREFIX}",
+        path="/v1/stream",
+        chain=[
+            BearerAuth(tokens=[StaticToken(token=TOKEN, sub="suite")]),
+            StreamPolicy(
+                rules=[StreamRule(paths=["**"], allow=["read", "append", "create", "delete"])]
+            ),
+            Credentials(bearer=SERVICE_SECRET),
+        ],
+    )
+    runner = web.AppRunner(proxy.app(), handler_cancellation=True, access_log=None)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = runner.addresses[0][1]
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        await runner.cleanup()
+
+
+def compare(direct: SuiteRun, proxied: SuiteRun) -> str | None:
+    """None when both runs passed the same tests, else a report of the differences."""
+    if direct.passed == proxied.passed and direct.all == proxied.all:
+        return None
+    lines = [direct.summary(), proxied.summary()]
+    for title, names in (
+        ("passed directly, not through the proxy", direct.passed - proxied.passed),
+        ("passed through the proxy, not directly", proxied.passed - direct.passed),
+        ("ran in only one of the two runs", direct.all ^ proxied.all),
+    ):
+        if names:
+            lines.append(f"{title} ({len(names)}):")
+            lines.extend(f"  {name}" for name in sorted(names))
+    return "\n".join(lines)
+
+
+@pytest.mark.timeout(300)
+async def test_conformance_direct_and_through_proxy(
+    reference_server: str, proxy_origin: str, tmp_path: Path
+) -> None:
+    direct, _ = await run_suite("direct", reference_server, tmp_path)
+    print(direct.summary())
+
+    # "auth on" must mean it: without the token the proxy refuses.
+    async with (
+        aiohttp.ClientSession() as session,
+        session.head(f"{proxy_origin}/v1/stream/no-token") as resp,
+    ):
+        assert resp.status == 401, f"no token: {resp.status}"
+
+    proxied, _ = await run_suite("proxy", proxy_origin, tmp_path, token=TOKEN)
+    print(proxied.summary())
+
+    difference = compare(direct, proxied)
+    assert difference is None, difference
+    assert len(direct.all) > 300, direct.summary()  # the whole suite ran, not a fragment
+
+
+def test_compare_and_parse() -> None:
+    """The report parsing and comparison, on a hand-made vitest JSON report."""
+
+    def report(*cases: tuple[list[str], str, str]) -> dict[str, Any]:
+        results = [{"ancestorTitles": a, "title": t, "status": s} for a, t, s in cases]
+        return {"testResults": [{"assertionResults": results}]}
+
+    direct = parse_report(
+        "direct",
+        report(
+            (["A", "B"], "one", "passed"),
+            (["A"], "two", "failed"),
+            (["S"], "sub", "skipped"),
+            (["S"], "todo", "pending"),
+        ),
+    )
+    assert direct.passed == {"A > B > one"}
+    assert direct.failed == {"A > two"}
+    assert direct.skipped == {"S > sub", "S > todo"}
+    assert compare(direct, direct) is None
+
+    proxied = parse_report(
+        "proxy",
+        report(
+            (["A", "B"], "one", "failed"),
+            (["A"], "two", "passed"),
+            (["S"], "sub", "skipped"),
+        ),
+    )
+    difference = compare(direct, proxied)
+    assert difference is not None
+    assert "passed directly, not through the proxy (1):\n  A > B > one" in difference
+    assert "passed through the proxy, not directly (1):\n  A > two" in difference
+    assert "ran in only one of the two runs (1):\n  S > todo" in difference
