@@ -1272,6 +1272,15 @@ class FakeElectric:
                 return web.ContentCoding.deflate
         return None
 
+    async def _prepare(self, request: web.BaseRequest, resp: web.StreamResponse) -> bool:
+        """False when the client left while a held request was being answered."""
+        try:
+            await resp.prepare(request)
+        except ConnectionResetError:
+            self._client_gone(request)
+            return False
+        return True
+
     async def _write(self, request: web.BaseRequest, resp: web.StreamResponse, data: bytes) -> bool:
         if request.get(_CLIENT_GONE):
             return False
@@ -1301,16 +1310,15 @@ class FakeElectric:
         """Stream a JSON array in batches, compressed when the client accepts it."""
         resp = web.StreamResponse(status=200, headers=headers)
         if request.method == "HEAD":
-            await resp.prepare(request)
-            await self._finish(request, resp)
+            if await self._prepare(request, resp):
+                await self._finish(request, resp)
             return resp
         coding = self._coding(request)
         if coding is not None:
             resp.enable_compression(coding)
             resp.headers["vary"] = "accept-encoding"
         resp.enable_chunked_encoding()
-        await resp.prepare(request)
-        if not await self._write(request, resp, head):
+        if not await self._prepare(request, resp) or not await self._write(request, resp, head):
             return resp
         for start in range(0, len(items), JSON_BATCH):
             batch = b",".join(_dumps(item) for item in items[start : start + JSON_BATCH])
@@ -1326,7 +1334,7 @@ class FakeElectric:
         resp = web.StreamResponse(status=200, headers=headers)
         if request.method != "HEAD":
             resp.enable_chunked_encoding()
-        await resp.prepare(request)
+        await self._prepare(request, resp)
         return resp
 
     async def _send_events(
