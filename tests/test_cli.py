@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -108,3 +109,51 @@ async def test_demo_shows_each_user_only_their_org() -> None:
         proc.terminate()
         await asyncio.wait_for(proc.wait(), 10)
     assert proc.returncode == 0
+
+
+async def test_serve_runs_a_config_until_sigterm(tmp_path: Path) -> None:
+    from electric_proxy.testing import two_tenant_upstream
+
+    upstream = two_tenant_upstream(SECRET)
+    base = await upstream.start()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    path = write_config(
+        tmp_path,
+        (
+            f'[server]\nport = {port}\n[upstream]\nurl = "{base}/v1/shape"\n'
+            '[[chain]]\nuse = "bearer"\n'
+            'tokens = [{ token = { "$env" = "ALICE" }, sub = "alice", '
+            'claims = { org_id = "acme" } }]\n'
+            '[[chain]]\nuse = "policy"\nshapes.todos.where = "org_id = :org_id"\n'
+            '[[chain]]\nuse = "credentials"\nsecret = { "$env" = "ELECTRIC_SECRET" }\n'
+        ),
+    )
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "electric_proxy.cli",
+        "serve",
+        "--config",
+        str(path),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+        env={**os.environ, "ALICE": "alice-token-0123456789", "ELECTRIC_SECRET": SECRET},
+    )
+    assert proc.stdout is not None
+    try:
+        await _wait_for_line(proc.stdout, "Running on")
+        async with aiohttp.ClientSession() as session:
+            url = f"http://127.0.0.1:{port}/v1/shape"
+            headers = {"Authorization": "Bearer alice-token-0123456789"}
+            async with session.get(url, params={"offset": "-1"}, headers=headers) as r:
+                assert r.status == 200
+                orgs = {m["value"]["org_id"] for m in await r.json() if "value" in m}
+            assert orgs == {"acme"}
+    finally:
+        proc.terminate()
+        output = (await asyncio.wait_for(proc.communicate(), 15))[0].decode()
+        await upstream.stop()
+    assert proc.returncode == 0, output
+    assert SECRET not in output and "alice-token-0123456789" not in output
