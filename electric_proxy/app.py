@@ -70,7 +70,8 @@ class ShapeProxy(Endpoint):
     """One shape endpoint in front of one Electric.
 
     The chain runs in the given order for every request on ``path``; nothing else in the
-    host application is affected.
+    host application is affected. ``coalesce_live`` shares one upstream request among
+    identical waiting long-polls (see :mod:`electric_proxy.coalesce`).
     """
 
     def __init__(
@@ -79,13 +80,15 @@ class ShapeProxy(Endpoint):
         upstream: str | UpstreamSettings,
         chain: Sequence[Middleware] = (),
         path: str = "/v1/shape",
+        coalesce_live: bool = True,
     ) -> None:
         settings = (
             upstream if isinstance(upstream, UpstreamSettings) else UpstreamSettings(url=upstream)
         )
         if URL(settings.url).path in ("", "/"):
             settings = settings.model_copy(update={"url": settings.url.rstrip("/") + "/v1/shape"})
-        super().__init__(forwarder=Forwarder(settings), chain=chain, path=path)
+        forwarder = Forwarder(settings, coalesce_live=coalesce_live)
+        super().__init__(forwarder=forwarder, chain=chain, path=path)
 
     def add_routes(self, router: web.UrlDispatcher) -> None:
         router.add_route("*", self.path, self._handle)

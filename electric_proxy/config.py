@@ -61,6 +61,7 @@ class ServerSettings(BaseModel):
     port: int = Field(8080, ge=0, le=65535)
     path: str = "/v1/shape"
     shutdown_timeout: float = Field(10.0, ge=0)
+    coalesce_live: bool = Field(True, description="One upstream request per identical long-poll")
 
 
 Steps = tuple[tuple[str, Step], ...]
@@ -99,6 +100,7 @@ class ProxyConfig:
             upstream=self.upstream,
             chain=[step for _, step in self.steps],
             path=self.server.path,
+            coalesce_live=self.server.coalesce_live,
         )
 
     def app(self) -> web.Application:

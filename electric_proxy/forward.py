@@ -17,16 +17,17 @@ Design choices, each forced by the protocol:
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import aiohttp
 from aiohttp import hdrs, web
-from multidict import CIMultiDict, MultiDict
+from multidict import CIMultiDict, MultiDict, MultiMapping
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from yarl import URL
 
 from .chain import UPSTREAM, pass_through_params
+from .coalesce import Coalescer
 from .errors import UpstreamTimeout, UpstreamUnavailable
 from .protocol import HOP_BY_HOP_HEADERS
 
@@ -89,42 +90,77 @@ def _strip_hop_by_hop(headers: CIMultiDict[str]) -> None:
 
 
 class UpstreamResponse(web.StreamResponse):
-    """Electric's answer, headers copied and adjustable until aiohttp prepares it."""
+    """Electric's answer, headers copied and adjustable until aiohttp prepares it.
 
-    def __init__(self, upstream: aiohttp.ClientResponse) -> None:
-        super().__init__(status=upstream.status, reason=upstream.reason)
-        headers = CIMultiDict(upstream.headers)
-        _strip_hop_by_hop(headers)
+    The body comes from ``chunks`` (one upstream response, or a shared coalesced reply);
+    ``done(clean)`` is called once, when the body was sent in full or abandoned.
+    """
+
+    def __init__(
+        self,
+        status: int,
+        reason: str | None,
+        headers: CIMultiDict[str],
+        chunks: AsyncIterator[bytes],
+        done: Callable[[bool], None],
+    ) -> None:
+        super().__init__(status=status, reason=reason)
+        kept = CIMultiDict(headers)
+        _strip_hop_by_hop(kept)
         # Electric's CORS answer (any origin, no credentials) is not the proxy's; CORS is a
         # step's job, so the upstream's never reaches the client, not even as a duplicate.
         self.headers.extend(
-            (k, v) for k, v in headers.items() if not k.lower().startswith("access-control-")
+            (k, v) for k, v in kept.items() if not k.lower().startswith("access-control-")
         )
-        self.upstream = upstream
+        self._chunks = chunks
+        self._done = done
         self._body_sent = False
+
+    @classmethod
+    def of(cls, upstream: aiohttp.ClientResponse) -> UpstreamResponse:
+        def done(clean: bool) -> None:
+            if clean:
+                upstream.release()
+            else:
+                upstream.close()
+
+        return cls(
+            upstream.status,
+            upstream.reason,
+            CIMultiDict(upstream.headers),
+            upstream.content.iter_any(),
+            done,
+        )
 
     async def prepare(self, request: web.BaseRequest) -> Any:
         writer = await super().prepare(request)
         if self._body_sent:
             return writer
         self._body_sent = True
-        upstream = self.upstream
         try:
-            async for chunk in upstream.content.iter_any():
+            async for chunk in self._chunks:
                 await self.write(chunk)
-        except (TimeoutError, aiohttp.ClientError) as exc:
+        except (aiohttp.ClientError, TimeoutError) as exc:
             # Headers are gone already; ending the reply normally would make a truncated body
             # look complete, so the client connection is cut instead.
             log.warning("upstream body failed mid-stream: %s", type(exc).__name__)
-            upstream.close()
+            self._done(False)
             if request.transport is not None:
                 request.transport.abort()
             return writer
         except BaseException:
-            upstream.close()
+            self._done(False)
             raise
-        upstream.release()
+        self._done(True)
         return writer
+
+
+def _is_long_poll(method: str, query: MultiMapping[str], headers: CIMultiDict[str]) -> bool:
+    """A live long-poll: the only kind of request whose answer many clients wait for at once."""
+    if method != hdrs.METH_GET or query.get("live", "false") == "false":
+        return False
+    sse = query.get("live_sse", query.get("experimental_live_sse", "false")) != "false"
+    return not sse and "text/event-stream" not in headers.get(hdrs.ACCEPT, "")
 
 
 class Forwarder:
@@ -132,8 +168,9 @@ class Forwarder:
 
     allow = "GET, HEAD, POST, OPTIONS"
 
-    def __init__(self, settings: UpstreamSettings) -> None:
+    def __init__(self, settings: UpstreamSettings, *, coalesce_live: bool = False) -> None:
         self.settings = settings
+        self.coalescer = Coalescer() if coalesce_live else None
         self.url = URL(settings.url)
         self._session_key = web.AppKey("electric_proxy.upstream_session", aiohttp.ClientSession)
 
@@ -156,6 +193,8 @@ class Forwarder:
         try:
             yield
         finally:
+            if self.coalescer is not None:
+                await self.coalescer.close()
             await session.close()
 
     def session(self, request: web.Request) -> aiohttp.ClientSession:
@@ -176,17 +215,21 @@ class Forwarder:
             return web.Response(status=204, headers={hdrs.ALLOW: self.allow})
         built = request[UPSTREAM]
         url = self.upstream_url(request)
-        try:
-            upstream = await self.session(request).request(
-                built.method,
-                url,
-                headers=built.headers,
-                data=built.body,
-                allow_redirects=False,
+        session = self.session(request)
+
+        def fetch() -> Awaitable[aiohttp.ClientResponse]:
+            return session.request(
+                built.method, url, headers=built.headers, data=built.body, allow_redirects=False
             )
+
+        try:
+            if self.coalescer is not None and _is_long_poll(built.method, url.query, built.headers):
+                key = (built.method, str(url), tuple(sorted(built.headers.items())))
+                head, reply, leave = await self.coalescer.join(key, fetch)
+                return UpstreamResponse(*head, reply.replay(), lambda clean: leave())
+            return UpstreamResponse.of(await fetch())
         except TimeoutError as exc:
             raise UpstreamTimeout("Electric did not answer in time") from exc
         except (aiohttp.ClientError, OSError) as exc:
             log.warning("upstream request failed: %s", type(exc).__name__)
             raise UpstreamUnavailable("Electric could not be reached") from exc
-        return UpstreamResponse(upstream)

@@ -317,8 +317,12 @@ async def test_many_live_requests_are_not_queued_behind_a_small_pool(proxy_for: 
     connector = aiohttp.TCPConnector(limit=0)
     async with aiohttp.ClientSession(connector=connector) as session:
         url = client.make_url("/v1/shape")
+        # Distinct cursors: identical long-polls would be coalesced into one upstream request.
         responses = await asyncio.gather(
-            *(session.get(url, params={"offset": "0_0", "live": "true"}) for _ in range(total))
+            *(
+                session.get(url, params={"offset": "0_0", "live": "true", "cursor": str(i)})
+                for i in range(total)
+            )
         )
         assert [r.status for r in responses] == [200] * total
         for r in responses:

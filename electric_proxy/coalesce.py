@@ -1,0 +1,157 @@
+"""Live-request coalescing: many identical waiting long-polls, one upstream request.
+
+Thousands of clients of one shape sit on the same live request (same handle, offset and
+cursor). When their *fully built* upstream requests are identical (URL with shape,
+claims-bound params and credentials; every forwarded header), Electric would give each the
+same answer, so the proxy asks once and fans the answer out. That is safe by construction:
+requests that differ in anything Electric sees (another tenant's params, another filter,
+another secret) have different keys and never share.
+
+The upstream request runs in its own task: a waiter that leaves does not cancel it for the
+others; it is cancelled only when every waiter has left. The body
+is kept once, as it streams in, and replayed to each waiter; a failure reaches them all.
+Only a flight that has not been answered yet takes new waiters, so nobody receives an
+answer that was computed before they asked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable, Hashable
+from dataclasses import dataclass
+
+import aiohttp
+from multidict import CIMultiDict
+
+__all__ = ["Coalescer", "Head", "SharedReply"]
+
+Head = tuple[int, str | None, CIMultiDict[str]]
+
+
+class SharedReply:
+    """One upstream answer: its head as a future, its body as a growing list of chunks."""
+
+    def __init__(self) -> None:
+        self.head: asyncio.Future[Head] = asyncio.get_running_loop().create_future()
+        # Read the outcome once here, so a failure nobody waited for is not reported as lost.
+        self.head.add_done_callback(lambda f: f.cancelled() or f.exception())
+        self.chunks: list[bytes] = []
+        self.error: BaseException | None = None
+        self.complete = False
+        self._more = asyncio.Event()
+
+    def _wake(self) -> None:
+        woken, self._more = self._more, asyncio.Event()
+        woken.set()
+
+    def append(self, chunk: bytes) -> None:
+        self.chunks.append(chunk)
+        self._wake()
+
+    def finish(self, error: BaseException | None = None) -> None:
+        self.error = error
+        self.complete = True
+        self._wake()
+
+    async def replay(self) -> AsyncIterator[bytes]:
+        index = 0
+        while True:
+            while index < len(self.chunks):
+                yield self.chunks[index]
+                index += 1
+            if self.complete:
+                if self.error is not None:
+                    raise self.error
+                return
+            await self._more.wait()
+
+
+@dataclass
+class _Flight:
+    reply: SharedReply
+    task: asyncio.Task[None] | None = None
+    waiters: int = 0
+
+
+Fetch = Callable[[], Awaitable[aiohttp.ClientResponse]]
+
+
+class Coalescer:
+    def __init__(self) -> None:
+        self._flights: dict[Hashable, _Flight] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.upstream_requests = 0
+        self.joined = 0
+
+    async def join(
+        self, key: Hashable, fetch: Fetch
+    ) -> tuple[Head, SharedReply, Callable[[], None]]:
+        """Wait for the shared answer; returns its head, the reply and a ``leave`` callback."""
+        flight = self._flights.get(key)
+        if flight is None:
+            flight = _Flight(SharedReply())
+            self._flights[key] = flight
+            flight.task = asyncio.create_task(self._fly(key, flight, fetch))
+            self._tasks.add(flight.task)
+            flight.task.add_done_callback(self._tasks.discard)
+            self.upstream_requests += 1
+        else:
+            self.joined += 1
+        flight.waiters += 1
+        left = False
+
+        def leave() -> None:
+            nonlocal left
+            if left:
+                return
+            left = True
+            flight.waiters -= 1
+            # Nobody joins an answered flight, so once the last waiter is gone nobody ever
+            # will read the rest: stop asking Electric.
+            if flight.waiters == 0 and not flight.reply.complete and flight.task:
+                flight.task.cancel()
+
+        try:
+            head = await asyncio.shield(flight.reply.head)
+        except BaseException:
+            leave()
+            raise
+        return head, flight.reply, leave
+
+    async def _fly(self, key: Hashable, flight: _Flight, fetch: Fetch) -> None:
+        reply = flight.reply
+        try:
+            upstream = await fetch()
+        except asyncio.CancelledError:
+            reply.head.cancel()
+            raise
+        except BaseException as exc:
+            reply.head.set_exception(exc)
+            return
+        finally:
+            if self._flights.get(key) is flight:
+                del self._flights[key]
+        reply.head.set_result((upstream.status, upstream.reason, CIMultiDict(upstream.headers)))
+        try:
+            async for chunk in upstream.content.iter_any():
+                reply.append(chunk)
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            reply.finish(exc)
+            upstream.close()
+            return
+        except asyncio.CancelledError:
+            reply.finish(aiohttp.ClientPayloadError("the shared upstream answer was cut"))
+            upstream.close()
+            raise
+        reply.finish()
+        upstream.release()
+
+    async def close(self) -> None:
+        """Cancel whatever is still in flight (app shutdown)."""
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task

@@ -1,0 +1,161 @@
+"""Live-request coalescing: one upstream request for many identical waiting long-polls."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+from conftest import ALICE, BOB, auth, standard_chain
+
+from electric_proxy import ShapeProxy
+from electric_proxy.testing.pytest_plugin import RunningUpstream
+
+LIVE = {"offset": "0_0", "handle": "h-1", "live": "true", "cursor": "7"}
+
+
+class HeldUpstream:
+    """Holds every live request until `release()`, counting what reached it."""
+
+    def __init__(self) -> None:
+        self.received: list[str] = []
+        self.cancelled = 0
+        self.answer = asyncio.Event()
+        self.fail = False
+        self.app = web.Application()
+        self.app.router.add_get("/v1/shape", self.handle)
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        self.received.append(request.query_string)
+        try:
+            await self.answer.wait()
+        except asyncio.CancelledError:
+            self.cancelled += 1
+            raise
+        if self.fail:
+            assert request.transport is not None
+            request.transport.close()
+        body = b'[{"headers":{"control":"up-to-date","global_last_seen_lsn":"9"}}]'
+        return web.Response(
+            body=body,
+            content_type="application/json",
+            headers={
+                "electric-cursor": "8",
+                "electric-offset": "0_0",
+                "electric-handle": "h-1",
+                "electric-up-to-date": "",
+                "Cache-Control": "public, max-age=5",
+            },
+        )
+
+
+@pytest.fixture
+async def held(aiohttp_server: Any) -> tuple[HeldUpstream, str]:
+    upstream = HeldUpstream()
+    server = await aiohttp_server(upstream.app)
+    return upstream, str(server.make_url("/v1/shape"))
+
+
+async def _until(condition: Any) -> None:
+    """Wait for counters kept by the proxy and the upstream, which offer no event to await."""
+    async with asyncio.timeout(5):
+        while not condition():  # noqa: ASYNC110
+            await asyncio.sleep(0.01)
+
+
+async def test_a_thousand_waiting_clients_cost_one_upstream_request(
+    held: tuple[HeldUpstream, str], aiohttp_client: Any
+) -> None:
+    upstream, url = held
+    proxy = ShapeProxy(upstream=url)
+    client = await aiohttp_client(proxy.app())
+    connector = aiohttp.TCPConnector(limit=0)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        target = client.make_url("/v1/shape")
+        waiting = [asyncio.ensure_future(session.get(target, params=LIVE)) for _ in range(1000)]
+        await _until(lambda: proxy.forwarder.coalescer.joined == 999)
+        upstream.answer.set()
+        responses = await asyncio.gather(*waiting)
+        bodies = [await r.read() for r in responses]
+    assert len(upstream.received) == 1
+    assert {r.status for r in responses} == {200}
+    assert {r.headers["electric-cursor"] for r in responses} == {"8"}
+    assert all(r.headers["electric-up-to-date"] == "" for r in responses)
+    assert len(set(bodies)) == 1 and b"up-to-date" in bodies[0]
+
+
+async def test_clients_that_leave_do_not_cancel_it_for_the_others(
+    held: tuple[HeldUpstream, str], aiohttp_client: Any
+) -> None:
+    upstream, url = held
+    proxy = ShapeProxy(upstream=url)
+    client = await aiohttp_client(proxy.app())
+    stay = asyncio.ensure_future(client.get("/v1/shape", params=LIVE))
+    leaving = [asyncio.ensure_future(client.get("/v1/shape", params=LIVE)) for _ in range(5)]
+    await _until(lambda: proxy.forwarder.coalescer.joined == 5)
+    for task in leaving:
+        task.cancel()
+    await asyncio.sleep(0.1)
+    upstream.answer.set()
+    resp = await stay
+    assert resp.status == 200 and b"up-to-date" in await resp.read()
+    assert upstream.cancelled == 0 and len(upstream.received) == 1
+
+
+async def test_when_everyone_leaves_the_upstream_request_is_cancelled(
+    held: tuple[HeldUpstream, str], aiohttp_client: Any
+) -> None:
+    upstream, url = held
+    proxy = ShapeProxy(upstream=url)
+    client = await aiohttp_client(proxy.app())
+    leaving = [asyncio.ensure_future(client.get("/v1/shape", params=LIVE)) for _ in range(3)]
+    await _until(lambda: len(upstream.received) == 1 and proxy.forwarder.coalescer.joined == 2)
+    for task in leaving:
+        task.cancel()
+    await _until(lambda: upstream.cancelled == 1)
+
+
+async def test_a_failure_reaches_every_waiter(
+    held: tuple[HeldUpstream, str], aiohttp_client: Any
+) -> None:
+    upstream, url = held
+    proxy = ShapeProxy(upstream=url)
+    client = await aiohttp_client(proxy.app())
+    waiting = [asyncio.ensure_future(client.get("/v1/shape", params=LIVE)) for _ in range(20)]
+    await _until(lambda: proxy.forwarder.coalescer.joined == 19)
+    upstream.fail = True
+    upstream.answer.set()
+    responses = await asyncio.gather(*waiting)
+    assert {r.status for r in responses} == {502}
+    # One shared request (aiohttp's client itself retries a GET once on a dropped connection).
+    assert proxy.forwarder.coalescer.upstream_requests == 1
+
+
+async def test_never_shared_across_principals_or_when_off(
+    proxy_client: Any, electric_upstream: RunningUpstream
+) -> None:
+    client = await proxy_client(standard_chain(electric_upstream))
+    first = await client.get("/v1/shape?offset=-1", headers=auth(ALICE))
+    await client.get("/v1/shape?offset=-1", headers=auth(BOB))
+    handle, offset = first.headers["electric-handle"], first.headers["electric-offset"]
+    live = {"offset": offset, "handle": handle, "live": "true", "cursor": "1"}
+    before = len(electric_upstream.electric.requests)
+    alice, bob = await asyncio.gather(
+        client.get("/v1/shape", params=live, headers=auth(ALICE)),
+        client.get("/v1/shape", params=live, headers=auth(BOB)),
+    )
+    assert len(electric_upstream.electric.requests) - before == 2
+    assert alice.status == 200 and bob.status in (200, 409)
+
+
+async def test_off_means_one_upstream_request_each(
+    held: tuple[HeldUpstream, str], aiohttp_client: Any
+) -> None:
+    upstream, url = held
+    client = await aiohttp_client(ShapeProxy(upstream=url, coalesce_live=False).app())
+    waiting = [asyncio.ensure_future(client.get("/v1/shape", params=LIVE)) for _ in range(5)]
+    await _until(lambda: len(upstream.received) == 5)
+    upstream.answer.set()
+    assert {r.status for r in await asyncio.gather(*waiting)} == {200}
