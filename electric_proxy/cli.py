@@ -14,6 +14,7 @@ from aiohttp import web
 from .config import ConfigError, ProxyConfig, load_config
 from .logs import RequestIdLogFilter
 from .registry import available_steps
+from .workers import serve_workers
 
 __all__ = ["main"]
 
@@ -46,10 +47,14 @@ def _serve(args: argparse.Namespace) -> int:
         return 1
     raise_open_file_limit()
     server = config.server
+    host = args.host or server.host
+    port = args.port if args.port is not None else server.port
+    if args.workers > 1:
+        return serve_workers(config, host, port, args.workers)
     web.run_app(
         config.app(),
-        host=args.host or server.host,
-        port=args.port if args.port is not None else server.port,
+        host=host,
+        port=port,
         shutdown_timeout=server.shutdown_timeout,
         handler_cancellation=True,
         print=lambda msg: log.info("%s", msg),
@@ -89,6 +94,13 @@ def _demo(args: argparse.Namespace) -> int:
     return run_demo(host=args.host, port=args.port)
 
 
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="electric-proxy", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -98,6 +110,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--config", "-c", required=True, help="path to proxy.toml")
     serve.add_argument("--host", help="override [server].host")
     serve.add_argument("--port", type=int, help="override [server].port")
+    serve.add_argument(
+        "--workers",
+        type=_positive,
+        default=1,
+        help="processes sharing the listening socket (one per core; default 1)",
+    )
     serve.set_defaults(run=_serve)
 
     check = sub.add_parser("check-config", help="validate a config file; exit 0 or 1")

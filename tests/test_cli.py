@@ -157,3 +157,58 @@ async def test_serve_runs_a_config_until_sigterm(tmp_path: Path) -> None:
         await upstream.stop()
     assert proc.returncode == 0, output
     assert SECRET not in output and "alice-token-0123456789" not in output
+
+
+def _children(pid: int) -> list[str]:
+    return Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+
+
+def _alive(pid: str) -> bool:
+    return Path(f"/proc/{pid}").exists()
+
+
+async def test_workers_share_one_socket_and_stop_together(tmp_path: Path) -> None:
+    from electric_proxy.testing import two_tenant_upstream
+
+    upstream = two_tenant_upstream(SECRET)
+    base = await upstream.start()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    path = write_config(
+        tmp_path,
+        (
+            f'[server]\nport = {port}\n[upstream]\nurl = "{base}/v1/shape"\n'
+            '[[chain]]\nuse = "policy"\nshapes.todos = {}\n'
+            f'[[chain]]\nuse = "credentials"\nsecret = "{SECRET}"\n'
+        ),
+    )
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "electric_proxy.cli",
+        "serve",
+        "--config",
+        str(path),
+        "--workers",
+        "2",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    assert proc.stdout is not None
+    try:
+        await _wait_for_line(proc.stdout, "serving")
+        await _wait_for_line(proc.stdout, "serving")
+        children = _children(proc.pid)
+        assert len(children) == 2
+        async with aiohttp.ClientSession() as session:
+            url = f"http://127.0.0.1:{port}/v1/shape"
+            for _ in range(20):
+                async with session.get(url, params={"offset": "-1"}) as r:
+                    assert r.status == 200
+    finally:
+        proc.terminate()
+        output = (await asyncio.wait_for(proc.communicate(), 20))[0].decode()
+        await upstream.stop()
+    assert proc.returncode == 0, output
+    assert not any(_alive(pid) for pid in children)
