@@ -78,15 +78,17 @@ class UpstreamSettings(BaseModel):
         return value
 
 
-def _strip_hop_by_hop(headers: CIMultiDict[str]) -> None:
-    named = [
-        token.strip()
-        for value in headers.getall(hdrs.CONNECTION, ())
-        for token in value.split(",")
-        if token.strip()
+def _end_to_end(headers: MultiMapping[str]) -> list[tuple[str, str]]:
+    """The headers worth passing on: not hop-by-hop, not named in ``Connection``, and not
+    Electric's CORS answer (any origin, no credentials), which is a step's job to replace."""
+    dropped = set(HOP_BY_HOP_HEADERS)
+    for value in headers.getall(hdrs.CONNECTION, ()):
+        dropped.update(token.strip().lower() for token in value.split(","))
+    return [
+        (k, v)
+        for k, v in headers.items()
+        if (lower := k.lower()) not in dropped and not lower.startswith("access-control-")
     ]
-    for name in (*HOP_BY_HOP_HEADERS, *named):
-        headers.popall(name, None)
 
 
 class UpstreamResponse(web.StreamResponse):
@@ -100,18 +102,12 @@ class UpstreamResponse(web.StreamResponse):
         self,
         status: int,
         reason: str | None,
-        headers: CIMultiDict[str],
+        headers: MultiMapping[str],
         chunks: AsyncIterator[bytes],
         done: Callable[[bool], None],
     ) -> None:
         super().__init__(status=status, reason=reason)
-        kept = CIMultiDict(headers)
-        _strip_hop_by_hop(kept)
-        # Electric's CORS answer (any origin, no credentials) is not the proxy's; CORS is a
-        # step's job, so the upstream's never reaches the client, not even as a duplicate.
-        self.headers.extend(
-            (k, v) for k, v in kept.items() if not k.lower().startswith("access-control-")
-        )
+        self.headers.extend(_end_to_end(headers))
         self._chunks = chunks
         self._done = done
         self._body_sent = False
@@ -125,11 +121,7 @@ class UpstreamResponse(web.StreamResponse):
                 upstream.close()
 
         return cls(
-            upstream.status,
-            upstream.reason,
-            CIMultiDict(upstream.headers),
-            upstream.content.iter_any(),
-            done,
+            upstream.status, upstream.reason, upstream.headers, upstream.content.iter_any(), done
         )
 
     async def prepare(self, request: web.BaseRequest) -> Any:
