@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import socket
 import subprocess
 import sys
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
@@ -111,7 +114,19 @@ async def test_demo_shows_each_user_only_their_org() -> None:
     assert proc.returncode == 0
 
 
-async def test_serve_runs_a_config_until_sigterm(tmp_path: Path) -> None:
+@dataclass
+class Served:
+    proc: asyncio.subprocess.Process
+    stdout: asyncio.StreamReader
+    url: str
+    output: str = ""
+
+
+@contextlib.asynccontextmanager
+async def serving(
+    tmp_path: Path, chain: str, *args: str, env: dict[str, str] | None = None
+) -> AsyncIterator[Served]:
+    """`electric-proxy serve` on a free port in front of a live upstream, stopped by SIGTERM."""
     from electric_proxy.testing import two_tenant_upstream
 
     upstream = two_tenant_upstream(SECRET)
@@ -119,44 +134,47 @@ async def test_serve_runs_a_config_until_sigterm(tmp_path: Path) -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    path = write_config(
-        tmp_path,
-        (
-            f'[server]\nport = {port}\n[upstream]\nurl = "{base}/v1/shape"\n'
-            '[[chain]]\nuse = "bearer"\n'
-            'tokens = [{ token = { "$env" = "ALICE" }, sub = "alice", '
-            'claims = { org_id = "acme" } }]\n'
-            '[[chain]]\nuse = "policy"\nshapes.todos.where = "org_id = :org_id"\n'
-            '[[chain]]\nuse = "credentials"\nsecret = { "$env" = "ELECTRIC_SECRET" }\n'
-        ),
-    )
+    config = f'[server]\nport = {port}\n[upstream]\nurl = "{base}/v1/shape"\n{chain}'
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
         "electric_proxy.cli",
         "serve",
         "--config",
-        str(path),
+        str(write_config(tmp_path, config)),
+        *args,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
-        env={**os.environ, "ALICE": "alice-token-0123456789", "ELECTRIC_SECRET": SECRET},
+        env={**os.environ, **(env or {})},
     )
     assert proc.stdout is not None
+    served = Served(proc, proc.stdout, f"http://127.0.0.1:{port}/v1/shape")
     try:
-        await _wait_for_line(proc.stdout, "Running on")
+        yield served
+    finally:
+        proc.terminate()
+        served.output = (await asyncio.wait_for(proc.communicate(), 20))[0].decode()
+        await upstream.stop()
+
+
+async def test_serve_runs_a_config_until_sigterm(tmp_path: Path) -> None:
+    chain = (
+        '[[chain]]\nuse = "bearer"\n'
+        'tokens = [{ token = { "$env" = "ALICE" }, sub = "alice", claims = { org_id = "acme" } }]\n'
+        '[[chain]]\nuse = "policy"\nshapes.todos.where = "org_id = :org_id"\n'
+        '[[chain]]\nuse = "credentials"\nsecret = { "$env" = "ELECTRIC_SECRET" }\n'
+    )
+    env = {"ALICE": "alice-token-0123456789", "ELECTRIC_SECRET": SECRET}
+    async with serving(tmp_path, chain, env=env) as served:
+        await _wait_for_line(served.stdout, "Running on")
         async with aiohttp.ClientSession() as session:
-            url = f"http://127.0.0.1:{port}/v1/shape"
             headers = {"Authorization": "Bearer alice-token-0123456789"}
-            async with session.get(url, params={"offset": "-1"}, headers=headers) as r:
+            async with session.get(served.url, params={"offset": "-1"}, headers=headers) as r:
                 assert r.status == 200
                 orgs = {m["value"]["org_id"] for m in await r.json() if "value" in m}
             assert orgs == {"acme"}
-    finally:
-        proc.terminate()
-        output = (await asyncio.wait_for(proc.communicate(), 15))[0].decode()
-        await upstream.stop()
-    assert proc.returncode == 0, output
-    assert SECRET not in output and "alice-token-0123456789" not in output
+    assert served.proc.returncode == 0, served.output
+    assert SECRET not in served.output and "alice-token-0123456789" not in served.output
 
 
 def _children(pid: int) -> list[str]:
@@ -168,47 +186,18 @@ def _alive(pid: str) -> bool:
 
 
 async def test_workers_share_one_socket_and_stop_together(tmp_path: Path) -> None:
-    from electric_proxy.testing import two_tenant_upstream
-
-    upstream = two_tenant_upstream(SECRET)
-    base = await upstream.start()
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    path = write_config(
-        tmp_path,
-        (
-            f'[server]\nport = {port}\n[upstream]\nurl = "{base}/v1/shape"\n'
-            '[[chain]]\nuse = "policy"\nshapes.todos = {}\n'
-            f'[[chain]]\nuse = "credentials"\nsecret = "{SECRET}"\n'
-        ),
+    chain = (
+        '[[chain]]\nuse = "policy"\nshapes.todos = {}\n'
+        f'[[chain]]\nuse = "credentials"\nsecret = "{SECRET}"\n'
     )
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "electric_proxy.cli",
-        "serve",
-        "--config",
-        str(path),
-        "--workers",
-        "2",
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
-    assert proc.stdout is not None
-    try:
-        await _wait_for_line(proc.stdout, "serving")
-        await _wait_for_line(proc.stdout, "serving")
-        children = _children(proc.pid)
+    async with serving(tmp_path, chain, "--workers", "2") as served:
+        await _wait_for_line(served.stdout, "serving")
+        await _wait_for_line(served.stdout, "serving")
+        children = _children(served.proc.pid)
         assert len(children) == 2
         async with aiohttp.ClientSession() as session:
-            url = f"http://127.0.0.1:{port}/v1/shape"
             for _ in range(20):
-                async with session.get(url, params={"offset": "-1"}) as r:
+                async with session.get(served.url, params={"offset": "-1"}) as r:
                     assert r.status == 200
-    finally:
-        proc.terminate()
-        output = (await asyncio.wait_for(proc.communicate(), 20))[0].decode()
-        await upstream.stop()
-    assert proc.returncode == 0, output
+    assert served.proc.returncode == 0, served.output
     assert not any(_alive(pid) for pid in children)
