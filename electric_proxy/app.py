@@ -36,6 +36,9 @@ class Endpoint(abc.ABC):
         self.path = path
         self.forwarder = forwarder
         self.steps: tuple[Middleware, ...] = tuple(chain)
+        for step in self.steps:
+            if isinstance(step, Step):
+                forwarder.trace_configs.extend(step.upstream_trace_configs())
         self._handler: Handler = compose(self.steps, forwarder)
 
     @abc.abstractmethod

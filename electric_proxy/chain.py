@@ -19,6 +19,7 @@ from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, M
 from dataclasses import dataclass, field
 from typing import Any
 
+import aiohttp
 from aiohttp import web
 from multidict import CIMultiDict, MultiDict, MultiMapping
 from pydantic import BaseModel, ConfigDict
@@ -124,6 +125,14 @@ class Step(BaseModel, abc.ABC):
         Registered in the host app's ``cleanup_ctx`` only when a step overrides it.
         """
         yield
+
+    def upstream_trace_configs(self) -> Sequence[aiohttp.TraceConfig]:
+        """Client tracing hooks for the upstream session (spans, latency metrics).
+
+        Steps only see the request and the response; a tracing plugin also needs the
+        upstream call itself, and aiohttp's ``TraceConfig`` is the place it is observable.
+        """
+        return ()
 
     @classmethod
     def holds_resources(cls) -> bool:

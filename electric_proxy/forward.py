@@ -164,6 +164,7 @@ class Forwarder:
         self.settings = settings
         self.coalescer = Coalescer() if coalesce_live else None
         self.url = URL(settings.url)
+        self.trace_configs: list[aiohttp.TraceConfig] = []
         self._session_key = web.AppKey("electric_proxy.upstream_session", aiohttp.ClientSession)
 
     async def session_ctx(self, app: web.Application) -> AsyncIterator[None]:
@@ -180,6 +181,7 @@ class Forwarder:
             headers={hdrs.USER_AGENT: USER_AGENT},
             cookie_jar=aiohttp.DummyCookieJar(),
             trust_env=False,
+            trace_configs=self.trace_configs or None,
         )
         app[self._session_key] = session
         try:

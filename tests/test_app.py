@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import aiohttp
 import pytest
 from aiohttp import web
 from conftest import ALICE, auth, standard_chain
 
-from electric_proxy import PRINCIPAL, UPSTREAM, Forbidden, Handler, ShapeProxy
+from electric_proxy import PRINCIPAL, UPSTREAM, Forbidden, Handler, ShapeProxy, Step
 from electric_proxy.testing.pytest_plugin import RunningUpstream
 
 
@@ -164,3 +165,30 @@ async def test_mounted_as_a_sub_app_under_a_prefix(
     resp = await client.get("/electric/v1/shape?offset=-1", headers=auth(ALICE))
     assert resp.status == 200
     assert (await client.get("/electric/v1/shape/?offset=-1", headers=auth(ALICE))).status == 404
+
+
+async def test_steps_can_trace_the_upstream_call(
+    proxy_client: Any, electric_upstream: RunningUpstream
+) -> None:
+    calls: list[tuple[str, str]] = []
+
+    async def on_start(session: Any, ctx: Any, params: aiohttp.TraceRequestStartParams) -> None:
+        calls.append(("start", params.url.path))
+
+    async def on_end(session: Any, ctx: Any, params: aiohttp.TraceRequestEndParams) -> None:
+        calls.append(("end", str(params.response.status)))
+
+    class Traced(Step):
+        async def __call__(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+            return await handler(request)
+
+        def upstream_trace_configs(self) -> list[aiohttp.TraceConfig]:
+            config = aiohttp.TraceConfig()
+            config.on_request_start.append(on_start)
+            config.on_request_end.append(on_end)
+            return [config]
+
+    client = await proxy_client([Traced(), *standard_chain(electric_upstream)])
+    resp = await client.get("/v1/shape?offset=-1", headers=auth(ALICE))
+    assert resp.status == 200
+    assert calls == [("start", "/v1/shape"), ("end", "200")]
