@@ -10,6 +10,7 @@
     ├── NotFound                    404 not_found
     ├── MethodNotAllowed            405 method_not_allowed
     ├── PayloadTooLarge             413 payload_too_large
+    ├── TooManyRequests             429 rate_limited (with Retry-After)
     ├── ServiceUnavailable          503 service_unavailable
     ├── UpstreamUnavailable         502 upstream_unavailable
     └── UpstreamTimeout             504 upstream_timeout
@@ -22,6 +23,7 @@ must be safe for the client: never a secret, a token or the upstream URL.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
@@ -38,6 +40,7 @@ __all__ = [
     "PayloadTooLarge",
     "ProxyError",
     "ServiceUnavailable",
+    "TooManyRequests",
     "Unauthorized",
     "UpstreamTimeout",
     "UpstreamUnavailable",
@@ -122,6 +125,29 @@ class MethodNotAllowed(ProxyError):
 class PayloadTooLarge(ProxyError):
     status = 413
     code = "payload_too_large"
+
+
+class TooManyRequests(ProxyError):
+    """Says when to come back: Electric's client backs off on 429 and honours `Retry-After`."""
+
+    status = 429
+    code = "rate_limited"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        retry_after: float,
+        code: str | None = None,
+        details: Mapping[str, Any] | None = None,
+    ) -> None:
+        seconds = max(1, math.ceil(retry_after))
+        super().__init__(
+            message,
+            code=code,
+            details={**(details or {}), "retry_after": seconds},
+            headers={"Retry-After": str(seconds)},
+        )
 
 
 class ServiceUnavailable(ProxyError):
