@@ -24,6 +24,8 @@ from dataclasses import dataclass
 import aiohttp
 from multidict import CIMultiDict
 
+from .bodies import complete_body
+
 __all__ = ["Coalescer", "Head", "SharedReply"]
 
 Head = tuple[int, str | None, CIMultiDict[str]]
@@ -53,6 +55,9 @@ class SharedReply:
         self.error = error
         self.complete = True
         self._wake()
+
+    def body(self) -> bytes:
+        return b"".join(self.chunks)
 
     async def replay(self) -> AsyncIterator[bytes]:
         index = 0
@@ -132,7 +137,16 @@ class Coalescer:
         finally:
             if self._flights.get(key) is flight:
                 del self._flights[key]
-        reply.head.set_result((upstream.status, upstream.reason, CIMultiDict(upstream.headers)))
+        head = (upstream.status, upstream.reason, CIMultiDict(upstream.headers))
+        body = complete_body(upstream)
+        if body is not None:
+            # Answered in full already: waiters wake to a complete reply and send it at once.
+            reply.append(body)
+            reply.finish()
+            upstream.release()
+            reply.head.set_result(head)
+            return
+        reply.head.set_result(head)
         try:
             async for chunk in upstream.content.iter_any():
                 reply.append(chunk)

@@ -26,12 +26,13 @@ from multidict import CIMultiDict, MultiDict, MultiMapping
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from yarl import URL
 
-from .chain import UPSTREAM, pass_through_params
+from .bodies import complete_body
+from .chain import UPSTREAM, client_query, pass_through_params
 from .coalesce import Coalescer
 from .errors import UpstreamTimeout, UpstreamUnavailable
 from .protocol import HOP_BY_HOP_HEADERS
 
-__all__ = ["Forwarder", "UpstreamResponse", "UpstreamSettings"]
+__all__ = ["Forwarder", "UpstreamResponse", "UpstreamSettings", "reply_for"]
 
 log = logging.getLogger("electric_proxy.forward")
 
@@ -112,18 +113,6 @@ class UpstreamResponse(web.StreamResponse):
         self._done = done
         self._body_sent = False
 
-    @classmethod
-    def of(cls, upstream: aiohttp.ClientResponse) -> UpstreamResponse:
-        def done(clean: bool) -> None:
-            if clean:
-                upstream.release()
-            else:
-                upstream.close()
-
-        return cls(
-            upstream.status, upstream.reason, upstream.headers, upstream.content.iter_any(), done
-        )
-
     async def prepare(self, request: web.BaseRequest) -> Any:
         writer = await super().prepare(request)
         if self._body_sent:
@@ -145,6 +134,30 @@ class UpstreamResponse(web.StreamResponse):
             raise
         self._done(True)
         return writer
+
+
+def _whole(
+    status: int, reason: str | None, headers: MultiMapping[str], body: bytes
+) -> web.Response:
+    # A plain Response goes out as headers and body in a single write.
+    return web.Response(status=status, reason=reason, headers=_end_to_end(headers), body=body)
+
+
+def reply_for(upstream: aiohttp.ClientResponse) -> web.StreamResponse:
+    """The client's response for one upstream response: whole if it has arrived, else streamed."""
+    body = complete_body(upstream)
+    if body is not None:
+        upstream.release()
+        return _whole(upstream.status, upstream.reason, upstream.headers, body)
+
+    def done(clean: bool) -> None:
+        if clean:
+            upstream.release()
+        else:
+            upstream.close()
+
+    chunks = upstream.content.iter_any()
+    return UpstreamResponse(upstream.status, upstream.reason, upstream.headers, chunks, done)
 
 
 def _is_long_poll(method: str, query: MultiMapping[str], headers: CIMultiDict[str]) -> bool:
@@ -217,11 +230,16 @@ class Forwarder:
             )
 
         try:
-            if self.coalescer is not None and _is_long_poll(built.method, url.query, built.headers):
+            if self.coalescer is not None and _is_long_poll(
+                built.method, client_query(request), built.headers
+            ):
                 key = (built.method, str(url), tuple(sorted(built.headers.items())))
                 head, reply, leave = await self.coalescer.join(key, fetch)
+                if reply.complete and reply.error is None:
+                    leave()
+                    return _whole(*head, reply.body())
                 return UpstreamResponse(*head, reply.replay(), lambda clean: leave())
-            return UpstreamResponse.of(await fetch())
+            return reply_for(await fetch())
         except TimeoutError as exc:
             raise UpstreamTimeout("Electric did not answer in time") from exc
         except (aiohttp.ClientError, OSError) as exc:

@@ -203,6 +203,48 @@ async def test_head_is_forwarded_as_head(proxy_for: Any) -> None:
     resp = await client.head("/v1/shape", params={"offset": "-1"})
     assert resp.status == 200
     assert methods == ["HEAD"]
+    assert resp.headers["Content-Length"] == "2"  # the GET's length, not the empty HEAD body's
+
+
+async def test_a_body_that_arrived_with_its_headers_is_sent_whole(proxy_for: Any) -> None:
+    body = b'[{"headers":{"control":"up-to-date"}}]'
+
+    async def upstream(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"electric-offset": "0_0"})
+        response.enable_chunked_encoding()
+        await response.prepare(request)
+        await response.write(body)
+        await response.write_eof()
+        return response
+
+    client = await proxy_for(upstream)
+    resp = await client.get("/v1/shape", params={"offset": "-1"})
+    assert await resp.read() == body
+    # Framed by length, not chunks: the proxy had the whole body and sent it in one write.
+    assert resp.headers["Content-Length"] == str(len(body))
+    assert "Transfer-Encoding" not in resp.headers
+    assert resp.headers["electric-offset"] == "0_0"
+
+
+async def test_a_body_still_arriving_is_streamed_with_its_headers_first(proxy_for: Any) -> None:
+    release = asyncio.Event()
+
+    async def upstream(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse()
+        response.enable_chunked_encoding()
+        await response.prepare(request)
+        await response.write(b"[")
+        await release.wait()
+        await response.write(b"]")
+        await response.write_eof()
+        return response
+
+    client = await proxy_for(upstream)
+    resp = await client.get("/v1/shape", params={"offset": "-1"})
+    assert resp.status == 200  # headers came before the rest of the body existed
+    assert resp.headers["Transfer-Encoding"] == "chunked"
+    release.set()
+    assert await resp.read() == b"[]"
 
 
 def _unused_port() -> int:

@@ -65,6 +65,7 @@ class ShapeRule(BaseModel):
 
     _server: ServerFilter | None = PrivateAttr(None)
     _column_set: frozenset[str] | None = PrivateAttr(None)
+    _upstream_columns: str | None = PrivateAttr(None)
 
     @field_validator("where")
     @classmethod
@@ -81,12 +82,12 @@ class ShapeRule(BaseModel):
             self._server = ServerFilter.compile(self.where)
         allowed = self.filter_columns if self.filter_columns is not None else self.columns
         self._column_set = frozenset(allowed) if allowed is not None else None
+        if self.columns is not None:
+            names = [*self.primary_key, *(c for c in self.columns if c not in self.primary_key)]
+            self._upstream_columns = ",".join(_quote_ident(n) for n in names)
 
     def upstream_columns(self) -> str | None:
-        if self.columns is None:
-            return None
-        names = list(self.primary_key) + [c for c in self.columns if c not in self.primary_key]
-        return ",".join(_quote_ident(n) for n in names)
+        return self._upstream_columns
 
 
 def _quote_ident(name: str) -> str:
