@@ -9,11 +9,10 @@ import resource
 import sys
 from collections.abc import Sequence
 
-from aiohttp import web
-
 from .config import ConfigError, ProxyConfig, load_config
 from .logs import RequestIdLogFilter
 from .registry import available_steps
+from .runtime import run_server
 from .workers import serve_workers
 
 __all__ = ["main"]
@@ -51,12 +50,14 @@ def _serve(args: argparse.Namespace) -> int:
     port = args.port if args.port is not None else server.port
     if args.workers > 1:
         return serve_workers(config, host, port, args.workers)
-    web.run_app(
+    run_server(
         config.app(),
+        event_loop=server.event_loop,
+        tune_gc=server.tune_gc,
         host=host,
         port=port,
+        backlog=server.backlog,
         shutdown_timeout=server.shutdown_timeout,
-        handler_cancellation=True,
         print=lambda msg: log.info("%s", msg),
     )
     return 0

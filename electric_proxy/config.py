@@ -26,12 +26,13 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from .app import ShapeProxy
 from .chain import Step
 from .forward import UpstreamSettings
 from .registry import RegistryError, build_step
+from .runtime import EventLoopChoice, uvloop_available
 from .streams import StreamProxy
 
 M = TypeVar("M", bound=BaseModel)
@@ -62,6 +63,20 @@ class ServerSettings(BaseModel):
     path: str = "/v1/shape"
     shutdown_timeout: float = Field(10.0, ge=0)
     coalesce_live: bool = Field(True, description="One upstream request per identical long-poll")
+    backlog: int = Field(
+        4096, ge=1, description="Pending connections the kernel queues (a reconnect burst)"
+    )
+    event_loop: EventLoopChoice = Field(
+        "asyncio", description="'uvloop' needs the speed extra; see the README for the trade-off"
+    )
+    tune_gc: bool = Field(True, description="Fewer garbage collections while many requests wait")
+
+    @field_validator("event_loop")
+    @classmethod
+    def _uvloop_installed(cls, value: EventLoopChoice) -> EventLoopChoice:
+        if value == "uvloop" and not uvloop_available():
+            raise ValueError("uvloop is not installed: pip install 'electric-proxy[speed]'")
+        return value
 
 
 Steps = tuple[tuple[str, Step], ...]

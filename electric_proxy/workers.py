@@ -23,9 +23,8 @@ from multiprocessing.connection import wait
 from multiprocessing.process import BaseProcess
 from types import FrameType
 
-from aiohttp import web
-
 from .config import ProxyConfig
+from .runtime import run_server
 
 __all__ = ["serve_workers"]
 
@@ -38,17 +37,19 @@ CRASH_WINDOW = 60.0
 
 def _worker(config: ProxyConfig, sock: socket.socket, index: int) -> None:
     log.info("worker %d (pid %d) serving", index, os.getpid())
-    web.run_app(
+    server = config.server
+    run_server(
         config.app(),
+        event_loop=server.event_loop,
+        tune_gc=server.tune_gc,
         sock=sock,
-        shutdown_timeout=config.server.shutdown_timeout,
-        handler_cancellation=True,
+        shutdown_timeout=server.shutdown_timeout,
         print=None,
     )
 
 
 def serve_workers(config: ProxyConfig, host: str, port: int, workers: int) -> int:
-    sock = socket.create_server((host, port), backlog=4096)
+    sock = socket.create_server((host, port), backlog=config.server.backlog)
     sock.set_inheritable(True)
     log.info("listening on http://%s:%d with %d workers", host, sock.getsockname()[1], workers)
     context = multiprocessing.get_context("fork")

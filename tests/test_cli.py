@@ -124,7 +124,11 @@ class Served:
 
 @contextlib.asynccontextmanager
 async def serving(
-    tmp_path: Path, chain: str, *args: str, env: dict[str, str] | None = None
+    tmp_path: Path,
+    chain: str,
+    *args: str,
+    env: dict[str, str] | None = None,
+    server: str = "",
 ) -> AsyncIterator[Served]:
     """`electric-proxy serve` on a free port in front of a live upstream, stopped by SIGTERM."""
     from electric_proxy.testing import two_tenant_upstream
@@ -134,7 +138,7 @@ async def serving(
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    config = f'[server]\nport = {port}\n[upstream]\nurl = "{base}/v1/shape"\n{chain}'
+    config = f'[server]\nport = {port}\n{server}[upstream]\nurl = "{base}/v1/shape"\n{chain}'
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -165,7 +169,9 @@ async def test_serve_runs_a_config_until_sigterm(tmp_path: Path) -> None:
         '[[chain]]\nuse = "credentials"\nsecret = { "$env" = "ELECTRIC_SECRET" }\n'
     )
     env = {"ALICE": "alice-token-0123456789", "ELECTRIC_SECRET": SECRET}
-    async with serving(tmp_path, chain, env=env) as served:
+    # uvloop: the test extra installs it, and its path through serve is the one less trodden.
+    async with serving(tmp_path, chain, env=env, server='event_loop = "uvloop"\n') as served:
+        await _wait_for_line(served.stdout, "event loop: uvloop")
         await _wait_for_line(served.stdout, "Running on")
         async with aiohttp.ClientSession() as session:
             headers = {"Authorization": "Bearer alice-token-0123456789"}
