@@ -5,10 +5,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from aiohttp import web
 from opentelemetry.trace import SpanKind, StatusCode
-from otel_kit import ALICE, Recorder, auth, shape_chain, traceparent
+from otel_kit import ALICE, Recorder, auth, dumped, shape_chain, traceparent
 
-from electric_proxy import RequestId
+from electric_proxy import Credentials, RequestId, StreamProxy
 from electric_proxy.testing.pytest_plugin import RunningUpstream
 
 INCOMING_TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -177,3 +178,38 @@ async def test_client_span_marks_an_electric_4xx(
     assert upstream_call.status.status_code == StatusCode.ERROR
     assert server.attributes["electric_proxy.shape.handle"] == "no-such-handle"
     assert server.status.status_code == StatusCode.UNSET
+
+
+async def test_the_streams_endpoint_is_traced_by_its_route(
+    aiohttp_server: Any, aiohttp_client: Any
+) -> None:
+    seen: list[web.Request] = []
+
+    async def streams(request: web.Request) -> web.StreamResponse:
+        seen.append(request)
+        return web.Response(body=b"[]", headers={"Stream-Next-Offset": "1"})
+
+    app = web.Application()
+    app.router.add_get("/v1/stream/svc-test/{name:.+}", streams)
+    upstream = await aiohttp_server(app)
+    spans = Recorder()
+    bearer = "streams-service-secret-1234567"
+    proxy = StreamProxy(
+        upstream=str(upstream.make_url("/v1/stream/svc-test")),
+        chain=[spans.step(), Credentials(bearer=bearer)],
+    )
+    client = await aiohttp_client(proxy.app())
+    resp = await client.get("/v1/stream/chats/room-1?offset=-1&live=long-poll")
+    assert resp.status == 200
+
+    server = await spans.one(SpanKind.SERVER)
+    upstream_call = await spans.one(SpanKind.CLIENT)
+    assert server.name == "GET /v1/stream/{stream_path}"
+    assert server.attributes is not None and upstream_call.attributes is not None
+    assert server.attributes["http.route"] == "/v1/stream/{stream_path}"
+    assert server.attributes["url.path"] == "/v1/stream/chats/room-1"
+    assert not any(key.startswith("electric_proxy.shape.") for key in server.attributes)
+    expected = str(upstream.make_url("/v1/stream/svc-test/chats/room-1"))
+    assert upstream_call.attributes["url.full"] == expected
+    assert seen[-1].headers["traceparent"] == traceparent(upstream_call)
+    assert bearer not in dumped([server, upstream_call])

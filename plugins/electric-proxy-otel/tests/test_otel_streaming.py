@@ -170,3 +170,32 @@ async def test_an_upstream_cut_mid_body_is_an_error(
     assert server.status.status_code == StatusCode.ERROR
     # The headers were fine when they came: the CLIENT span had ended by then.
     assert upstream_call.status.status_code == StatusCode.UNSET
+
+
+async def test_coalesced_long_polls_share_one_upstream_span(
+    proxy_client: Any, electric_upstream: RunningUpstream
+) -> None:
+    """Two clients with their own (untrusted) traceparents still share one upstream request:
+    the proxy replaces trace headers rather than adding them to what Electric sees."""
+    spans, client, live = await traced_client(proxy_client, electric_upstream)
+    electric = electric_upstream.electric
+    requests = [
+        asyncio.ensure_future(
+            client.get("/v1/shape", params=live, headers={**auth(), "traceparent": parent})
+        )
+        for parent in (
+            "00-11111111111111111111111111111111-1111111111111111-01",
+            "00-22222222222222222222222222222222-2222222222222222-01",
+        )
+    ]
+    await electric.wait_until(lambda: electric.held == 1)
+    await asyncio.sleep(0.1)
+    assert electric.held == 1
+    electric.insert("todos", {"id": 13, "org_id": "acme", "title": "shared", "done": False})
+    assert [(await r).status for r in requests] == [200, 200]
+
+    servers = await spans.wait(SpanKind.SERVER, 2)
+    [upstream_call] = await spans.wait(SpanKind.CLIENT)
+    # It belongs to the trace of the client whose request went upstream.
+    assert upstream_call.parent is not None
+    assert upstream_call.parent.span_id in {s.context.span_id for s in servers if s.context}
