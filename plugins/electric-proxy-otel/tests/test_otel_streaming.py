@@ -12,7 +12,7 @@ from aiohttp.test_utils import TestClient
 from opentelemetry.trace import SpanKind, StatusCode
 from otel_kit import Recorder, auth, shape_chain
 
-from electric_proxy import ShapeProxy
+from electric_proxy import Handler, ShapeProxy
 from electric_proxy.testing.pytest_plugin import RunningUpstream
 
 CANCELLED = "asyncio.exceptions.CancelledError"
@@ -35,10 +35,10 @@ async def caught_up(client: TestClient[Any, Any]) -> dict[str, str]:
 
 
 async def traced_client(
-    proxy_client: Any, electric_upstream: RunningUpstream
+    proxy_client: Any, electric_upstream: RunningUpstream, *steps: Any
 ) -> tuple[Recorder, TestClient[Any, Any], dict[str, str]]:
     spans = Recorder()
-    client = await proxy_client([spans.step(), *shape_chain(electric_upstream)])
+    client = await proxy_client([spans.step(), *steps, *shape_chain(electric_upstream)])
     live = await caught_up(client)
     spans.exporter.clear()
     return spans, client, live
@@ -177,7 +177,14 @@ async def test_coalesced_long_polls_share_one_upstream_span(
 ) -> None:
     """Two clients with their own (untrusted) traceparents still share one upstream request:
     the proxy replaces trace headers rather than adding them to what Electric sees."""
-    spans, client, live = await traced_client(proxy_client, electric_upstream)
+    live_requests = 0
+
+    async def count(request: web.Request, handler: Handler) -> web.StreamResponse:
+        nonlocal live_requests
+        live_requests += "live" in request.query
+        return await handler(request)
+
+    spans, client, live = await traced_client(proxy_client, electric_upstream, count)
     electric = electric_upstream.electric
     requests = [
         asyncio.ensure_future(
@@ -188,7 +195,7 @@ async def test_coalesced_long_polls_share_one_upstream_span(
             "00-22222222222222222222222222222222-2222222222222222-01",
         )
     ]
-    await electric.wait_until(lambda: electric.held == 1)
+    await electric.wait_until(lambda: live_requests == 2 and electric.held >= 1)
     await asyncio.sleep(0.1)
     assert electric.held == 1
     electric.insert("todos", {"id": 13, "org_id": "acme", "title": "shared", "done": False})
