@@ -96,7 +96,8 @@ class UpstreamResponse(web.StreamResponse):
     """Electric's answer, headers copied and adjustable until aiohttp prepares it.
 
     The body comes from ``chunks`` (one upstream response, or a shared coalesced reply);
-    ``done(clean)`` is called once, when the body was sent in full or abandoned.
+    ``done(clean)`` is called once, when the body was sent in full or abandoned, and so is
+    every callback given to :meth:`add_done_callback`.
     """
 
     def __init__(
@@ -111,7 +112,27 @@ class UpstreamResponse(web.StreamResponse):
         self.headers.extend(_end_to_end(headers))
         self._chunks = chunks
         self._done = done
+        self._callbacks: list[Callable[[BaseException | None], None]] = []
         self._body_sent = False
+
+    def add_done_callback(self, callback: Callable[[BaseException | None], None]) -> None:
+        """Call ``callback`` once the body has been streamed: with ``None`` when it was sent in
+        full, otherwise with what cut it (an upstream failure, a client gone, a cancellation).
+
+        A step sees the response before its body exists; this is how it learns how the body
+        ended (to close a span, to count bytes). Add callbacks while the chain unwinds, before
+        aiohttp prepares the response; they run on the request's task, in the order added, and
+        must not block.
+        """
+        self._callbacks.append(callback)
+
+    def _finish(self, error: BaseException | None) -> None:
+        self._done(error is None)
+        for callback in self._callbacks:
+            try:
+                callback(error)
+            except Exception:
+                log.exception("a response done callback failed")
 
     async def prepare(self, request: web.BaseRequest) -> Any:
         writer = await super().prepare(request)
@@ -125,14 +146,14 @@ class UpstreamResponse(web.StreamResponse):
             # Headers are gone already; ending the reply normally would make a truncated body
             # look complete, so the client connection is cut instead.
             log.warning("upstream body failed mid-stream: %s", type(exc).__name__)
-            self._done(False)
+            self._finish(exc)
             if request.transport is not None:
                 request.transport.abort()
             return writer
-        except BaseException:
-            self._done(False)
+        except BaseException as exc:
+            self._finish(exc)
             raise
-        self._done(True)
+        self._finish(None)
         return writer
 
 

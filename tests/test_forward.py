@@ -14,7 +14,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from electric_proxy import ShapeProxy, UpstreamSettings
+from electric_proxy import ShapeProxy, UpstreamResponse, UpstreamSettings
 
 Upstream = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -288,6 +288,45 @@ async def test_upstream_dying_mid_body_cuts_the_client(proxy_for: Any) -> None:
     resp = await client.get("/v1/shape", params={"offset": "-1"})
     with pytest.raises(aiohttp.ClientPayloadError):
         await resp.read()
+
+
+async def test_steps_learn_how_the_body_ended(aiohttp_server: Any, aiohttp_client: Any) -> None:
+    endings: list[BaseException | None] = []
+
+    async def watch(request: web.Request, handler: Any) -> web.StreamResponse:
+        resp = await handler(request)
+        assert isinstance(resp, UpstreamResponse)  # still arriving: streamed, not whole
+        resp.add_done_callback(endings.append)
+        return resp
+
+    async def upstream(request: web.Request) -> web.StreamResponse:
+        if request.query["offset"] == "-1":
+            resp = web.StreamResponse(headers={"Content-Type": "application/json"})
+            await resp.prepare(request)
+            await resp.write(b"[")
+            await asyncio.sleep(0.05)
+            await resp.write(b'{"headers": {"control": "up-to-date"}}]')
+            return resp
+        resp = web.StreamResponse(headers={"Content-Length": "100000"})
+        await resp.prepare(request)
+        await resp.write(b"[" + b" " * 1000)
+        assert request.transport is not None
+        request.transport.close()
+        return resp
+
+    upstream_app = web.Application()
+    upstream_app.router.add_get("/v1/shape", upstream)
+    server = await aiohttp_server(upstream_app)
+    proxy = ShapeProxy(upstream=str(server.make_url("/v1/shape")), chain=[watch])
+    client = await aiohttp_client(proxy.app())
+
+    assert await (await client.get("/v1/shape", params={"offset": "-1"})).json()
+    assert endings == [None]
+    resp = await client.get("/v1/shape", params={"offset": "0_0"})
+    with pytest.raises(aiohttp.ClientPayloadError):
+        await resp.read()
+    assert len(endings) == 2
+    assert isinstance(endings[1], aiohttp.ClientError)
 
 
 async def test_client_disconnect_cancels_the_upstream_request(proxy_for: Any) -> None:
