@@ -1,0 +1,73 @@
+"""Fixtures of the rate-limit tests: a Electric stand-in that holds long-polls long enough to
+count them, a real redis-server, and limiters on either backend."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from ratelimit_support import RedisServer, free_port, require_redis_server
+
+from electric_proxy.testing import two_tenant_upstream
+from electric_proxy.testing.pytest_plugin import UPSTREAM_SECRET, RunningUpstream
+from electric_proxy_ratelimit import RateLimit
+
+_prefixes = itertools.count(1)
+
+
+@pytest.fixture
+async def electric_upstream(aiohttp_server: Any) -> RunningUpstream:
+    """Overrides electric-proxy's fixture (which ``proxy_client`` uses): live requests are
+    held for 10 s, so a test decides when they end (a change, or the client leaving)."""
+    electric = two_tenant_upstream(UPSTREAM_SECRET, long_poll_timeout=10.0, sse_timeout=10.0)
+    server = await aiohttp_server(electric.app(), access_log=None)
+    return RunningUpstream(electric=electric, server=server, secret=UPSTREAM_SECRET)
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """One redis-server for the session; tests keep apart by key prefix."""
+    binary = require_redis_server()
+    server = RedisServer(binary, tmp_path_factory.mktemp("redis"), free_port()).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def own_redis_server(tmp_path: Path) -> Iterator[Callable[..., RedisServer]]:
+    """``own_redis_server(password=None)``: a redis-server the test may stop and restart."""
+    binary = require_redis_server()
+    started: list[RedisServer] = []
+
+    def start(password: str | None = None) -> RedisServer:
+        server = RedisServer(binary, tmp_path, free_port(), password=password).start()
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+def unique_prefix() -> str:
+    return f"rl-test-{next(_prefixes)}:"
+
+
+@pytest.fixture(params=["memory", "redis"])
+def limiter(request: pytest.FixtureRequest) -> Callable[..., RateLimit]:
+    """``limiter(**options)``: a ``RateLimit`` on the backend of this parametrisation, with
+    a Redis key prefix of its own (call it twice with one ``key_prefix`` for two replicas)."""
+    if request.param == "memory":
+        return lambda **options: RateLimit(**options)
+    server: RedisServer = request.getfixturevalue("redis_server")
+    prefix = unique_prefix()
+
+    def make(**options: Any) -> RateLimit:
+        return RateLimit(
+            **{"backend": "redis", "redis_url": server.url, "key_prefix": prefix, **options}
+        )
+
+    return make
