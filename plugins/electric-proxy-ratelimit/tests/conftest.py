@@ -1,21 +1,18 @@
-"""Fixtures of the rate-limit tests: a Electric stand-in that holds long-polls long enough to
+"""Fixtures of the rate-limit tests: an Electric stand-in that holds long-polls long enough to
 count them, a real redis-server, and limiters on either backend."""
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from ratelimit_support import RedisServer, free_port, require_redis_server
+from electric_proxy_ratelimit import RateLimit
+from ratelimit_support import RedisServer, free_port, require_redis_server, unique_prefix
 
 from electric_proxy.testing import two_tenant_upstream
 from electric_proxy.testing.pytest_plugin import UPSTREAM_SECRET, RunningUpstream
-from electric_proxy_ratelimit import RateLimit
-
-_prefixes = itertools.count(1)
 
 
 @pytest.fixture
@@ -50,10 +47,6 @@ def own_redis_server(tmp_path: Path) -> Iterator[Callable[..., RedisServer]]:
     yield start
     for server in started:
         server.stop()
-
-
-def unique_prefix() -> str:
-    return f"rl-test-{next(_prefixes)}:"
 
 
 @pytest.fixture(params=["memory", "redis"])

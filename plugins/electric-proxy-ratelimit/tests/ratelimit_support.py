@@ -1,14 +1,15 @@
-"""Helpers for the rate-limit tests: callers, chains, live shapes and real redis-server processes."""
+"""Helpers for the rate-limit tests: callers, chains, live shapes, real redis-servers."""
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import shutil
 import socket
 import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -62,9 +63,10 @@ class LiveShape:
         return {"offset": self.tail, "handle": self.handle, "live": "true", "cursor": f"h{n}"}
 
     def hold(self, n: int) -> asyncio.Future[ClientResponse]:
-        return asyncio.ensure_future(
-            self.client.get(SHAPE, params=self.held_params(n), headers=self.headers)
+        request: Awaitable[ClientResponse] = self.client.get(
+            SHAPE, params=self.held_params(n), headers=self.headers
         )
+        return asyncio.ensure_future(request)
 
     async def probe(self) -> ClientResponse:
         """A live request that is answered at once when admitted."""
@@ -94,9 +96,7 @@ def add_todo(upstream: RunningUpstream, org: str) -> None:
     )
 
 
-async def live_shape(
-    client: Any, token: str, upstream: RunningUpstream, org: str
-) -> LiveShape:
+async def live_shape(client: Any, token: str, upstream: RunningUpstream, org: str) -> LiveShape:
     """Sync the shape, add a change, catch up: three requests (three tokens)."""
     headers = auth(token)
     first = await client.get(SHAPE, params={"offset": "-1"}, headers=headers)
@@ -104,7 +104,8 @@ async def live_shape(
     handle = first.headers["electric-handle"]
     add_todo(upstream, org)
     caught_up = await client.get(
-        SHAPE, params={"offset": first.headers["electric-offset"], "handle": handle},
+        SHAPE,
+        params={"offset": first.headers["electric-offset"], "handle": handle},
         headers=headers,
     )
     assert caught_up.status == 200, await caught_up.text()
@@ -117,6 +118,14 @@ async def finish(waiting: Sequence[asyncio.Future[ClientResponse]]) -> list[int]
         await resp.read()
         statuses.append(resp.status)
     return statuses
+
+
+_prefixes = itertools.count(1)
+
+
+def unique_prefix() -> str:
+    """A Redis key prefix of its own: tests sharing one redis-server stay apart."""
+    return f"rl-test-{next(_prefixes)}:"
 
 
 # -- redis-server ---------------------------------------------------------------------------

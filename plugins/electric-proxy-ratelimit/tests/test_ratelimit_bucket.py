@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from electric_proxy_ratelimit import MemoryBackend, limit_key
 
 

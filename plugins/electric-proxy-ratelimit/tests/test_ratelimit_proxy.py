@@ -11,6 +11,7 @@ from typing import Any
 
 import aiohttp
 from aiohttp import web
+from electric_proxy_ratelimit import RateLimit
 from ratelimit_support import (
     ALICE,
     BOB,
@@ -25,7 +26,6 @@ from ratelimit_support import (
 
 from electric_proxy import Credentials, RequestId, ShapePolicy, ShapeProxy
 from electric_proxy.testing.pytest_plugin import RunningUpstream
-from electric_proxy_ratelimit import RateLimit
 
 Limiter = Callable[..., RateLimit]
 CATCH_UP = {"offset": "-1"}
@@ -99,7 +99,8 @@ async def test_each_route_has_its_own_bucket_and_may_have_its_own_limits(
     async def status(path: str) -> int:
         resp = await client.get(path, params=CATCH_UP, headers=auth(ALICE))
         await resp.read()
-        return resp.status
+        status: int = resp.status
+        return status
 
     assert [await status("/a/shape") for _ in range(2)] == [200, 429]
     assert [await status("/b/shape") for _ in range(4)] == [200, 200, 200, 429]
