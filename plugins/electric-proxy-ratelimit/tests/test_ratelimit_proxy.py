@@ -24,7 +24,7 @@ from ratelimit_support import (
     live_shape,
 )
 
-from electric_proxy import Credentials, RequestId, ShapePolicy, ShapeProxy
+from electric_proxy import Credentials, RequestId, ShapePolicy, ShapeProxy, StreamProxy
 from electric_proxy.testing.pytest_plugin import RunningUpstream
 
 Limiter = Callable[..., RateLimit]
@@ -248,3 +248,39 @@ async def test_preflights_are_not_counted(
     for _ in range(3):
         assert (await client.options(SHAPE)).status != 429
     assert (await client.get(SHAPE, params=CATCH_UP, headers=auth(ALICE))).status == 200
+
+
+async def test_on_a_streams_endpoint_the_route_is_the_endpoint(
+    aiohttp_client: Any, aiohttp_server: Any, limiter: Limiter
+) -> None:
+    """Every stream under ``/v1/stream`` is one route; ``live=long-poll`` is a live read."""
+    arrived, release = asyncio.Event(), asyncio.Event()
+
+    async def durable_streams(request: web.Request) -> web.StreamResponse:
+        if request.query.get("live") == "long-poll":
+            arrived.set()
+            await release.wait()
+            return web.Response(status=204)
+        return web.json_response([])
+
+    upstream = web.Application()
+    upstream.router.add_get("/{tail:.*}", durable_streams)
+    server = await aiohttp_server(upstream)
+    step = limiter(rate=0.1, burst=10, routes={"/v1/stream": {"burst": 2, "max_live": 1}})
+    proxy = StreamProxy(upstream=str(server.make_url("/streams")), chain=[bearer(), step])
+    client = await aiohttp_client(proxy.app())
+
+    async def read(path: str, **query: str) -> int:
+        resp = await client.get(path, params={"offset": "-1", **query}, headers=auth(ALICE))
+        await resp.read()
+        status: int = resp.status
+        return status
+
+    assert await read("/v1/stream/a") == 200
+    assert await read("/v1/stream/b") == 200
+    assert await read("/v1/stream/c") == 429  # the route's burst of 2, shared by all streams
+    held = asyncio.ensure_future(read("/v1/stream/a", live="long-poll"))
+    await asyncio.wait_for(arrived.wait(), 5)
+    assert await read("/v1/stream/b", live="long-poll") == 429
+    release.set()
+    assert await held == 204
