@@ -198,9 +198,14 @@ class RedisBackend(Backend):
     async def acquire(self, key: str, limit: int) -> Slot | None:
         member = f"{self._replica}:{next(self._serial)}"
         live_key = self.live_key(key)
-        held: Any = await self._call(
-            lambda: self._acquire(keys=[live_key], args=[limit, self._ttl_ms, member])
-        )
+        try:
+            held: Any = await self._call(
+                lambda: self._acquire(keys=[live_key], args=[limit, self._ttl_ms, member])
+            )
+        except asyncio.CancelledError:
+            # The client left while the script ran: the member may be in the set.
+            self._remove_later(live_key, member)
+            raise
         if int(held) != 1:
             return None
         self._held.setdefault(live_key, set()).add(member)
@@ -212,6 +217,9 @@ class RedisBackend(Backend):
             members.discard(member)
             if not members:
                 del self._held[live_key]
+        self._remove_later(live_key, member)
+
+    def _remove_later(self, live_key: str, member: str) -> None:
         task = asyncio.get_running_loop().create_task(self._remove(live_key, member))
         self._pending.add(task)
         task.add_done_callback(self._pending.discard)

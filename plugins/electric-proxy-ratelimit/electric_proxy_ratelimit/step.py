@@ -37,6 +37,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from redis.asyncio.connection import parse_url
 
 from electric_proxy import (
     CLIENT_IP,
@@ -151,13 +152,19 @@ class RateLimit(Step):
     @field_validator("redis_url")
     @classmethod
     def _redis_scheme(cls, url: SecretStr | None) -> SecretStr | None:
-        if url is not None:
-            try:
-                scheme = urlsplit(url.get_secret_value()).scheme
-            except ValueError:
-                scheme = ""
-            if scheme not in _REDIS_SCHEMES:
-                raise ValueError("expected a redis://, rediss:// or unix:// URL")
+        if url is None:
+            return url
+        # Checked here so a bad URL stops start-up; the messages never quote it.
+        try:
+            scheme = urlsplit(url.get_secret_value()).scheme
+        except ValueError:
+            scheme = ""
+        if scheme not in _REDIS_SCHEMES:
+            raise ValueError("expected a redis://, rediss:// or unix:// URL")
+        try:
+            parse_url(url.get_secret_value())
+        except ValueError:
+            raise ValueError("not a valid Redis URL (port, database or options)") from None
         return url
 
     @model_validator(mode="after")

@@ -166,6 +166,10 @@ GOOD: dict[str, Any] = {
             {"backend": "redis", "redis_url": f"https://:{PASSWORD}@h/0"},
             "chain[1] (rate_limit).redis_url: Value error, expected a redis://",
         ),
+        (
+            {"backend": "redis", "redis_url": f"redis://:{PASSWORD}@h:port/0"},
+            "chain[1] (rate_limit).redis_url: Value error, not a valid Redis URL",
+        ),
         ({"routes": {"v1/shape": {}}}, "chain[1] (rate_limit).routes: Value error, route"),
         ({"routes": {"/v1/shape": {"rate": -1}}}, "chain[1] (rate_limit).routes./v1/shape.rate"),
         ({"on_backend_error": "ignore"}, "chain[1] (rate_limit).on_backend_error: Input should"),
