@@ -12,6 +12,11 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 from electric_proxy_ratelimit import RateLimit
+from ratelimit_fixtures import (  # noqa: F401 (fixtures)
+    fixture_electric_upstream,
+    fixture_limiter,
+    fixture_redis_server,
+)
 from ratelimit_support import (
     ALICE,
     BOB,

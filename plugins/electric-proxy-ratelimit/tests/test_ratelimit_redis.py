@@ -14,6 +14,11 @@ from typing import Any
 import pytest
 from electric_proxy_ratelimit import RateLimit, RedisBackend, limit_key
 from pydantic import ValidationError
+from ratelimit_fixtures import (  # noqa: F401 (fixtures)
+    fixture_electric_upstream,
+    fixture_own_redis_server,
+    fixture_redis_server,
+)
 from ratelimit_support import (
     ALICE,
     SHAPE,

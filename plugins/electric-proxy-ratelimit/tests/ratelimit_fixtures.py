@@ -1,5 +1,11 @@
 """Fixtures of the rate-limit tests: an Electric stand-in that holds long-polls long enough to
-count them, a real redis-server, and limiters on either backend."""
+count them, a real redis-server, and limiters on either backend.
+
+Test modules import the fixtures they use (``fixture_<name>``, registered as ``<name>``).
+This is not a ``conftest.py`` on purpose: the root test suite imports names from its own
+``conftest`` module, and a second ``conftest.py`` collected in the same run would take that
+module name.
+"""
 
 from __future__ import annotations
 
@@ -15,8 +21,8 @@ from electric_proxy.testing import two_tenant_upstream
 from electric_proxy.testing.pytest_plugin import UPSTREAM_SECRET, RunningUpstream
 
 
-@pytest.fixture
-async def electric_upstream(aiohttp_server: Any) -> RunningUpstream:
+@pytest.fixture(name="electric_upstream")
+async def fixture_electric_upstream(aiohttp_server: Any) -> RunningUpstream:
     """Overrides electric-proxy's fixture (which ``proxy_client`` uses): live requests are
     held for 10 s, so a test decides when they end (a change, or the client leaving)."""
     electric = two_tenant_upstream(UPSTREAM_SECRET, long_poll_timeout=10.0, sse_timeout=10.0)
@@ -24,8 +30,8 @@ async def electric_upstream(aiohttp_server: Any) -> RunningUpstream:
     return RunningUpstream(electric=electric, server=server, secret=UPSTREAM_SECRET)
 
 
-@pytest.fixture(scope="session")
-def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+@pytest.fixture(name="redis_server", scope="session")
+def fixture_redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
     """One redis-server for the session; tests keep apart by key prefix."""
     binary = require_redis_server()
     server = RedisServer(binary, tmp_path_factory.mktemp("redis"), free_port()).start()
@@ -33,8 +39,8 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
     server.stop()
 
 
-@pytest.fixture
-def own_redis_server(tmp_path: Path) -> Iterator[Callable[..., RedisServer]]:
+@pytest.fixture(name="own_redis_server")
+def fixture_own_redis_server(tmp_path: Path) -> Iterator[Callable[..., RedisServer]]:
     """``own_redis_server(password=None)``: a redis-server the test may stop and restart."""
     binary = require_redis_server()
     started: list[RedisServer] = []
@@ -49,8 +55,8 @@ def own_redis_server(tmp_path: Path) -> Iterator[Callable[..., RedisServer]]:
         server.stop()
 
 
-@pytest.fixture(params=["memory", "redis"])
-def limiter(request: pytest.FixtureRequest) -> Callable[..., RateLimit]:
+@pytest.fixture(name="limiter", params=["memory", "redis"])
+def fixture_limiter(request: pytest.FixtureRequest) -> Callable[..., RateLimit]:
     """``limiter(**options)``: a ``RateLimit`` on the backend of this parametrisation, with
     a Redis key prefix of its own (call it twice with one ``key_prefix`` for two replicas)."""
     if request.param == "memory":
