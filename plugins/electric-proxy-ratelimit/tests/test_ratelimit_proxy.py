@@ -67,10 +67,10 @@ async def test_retry_after_is_the_time_until_the_next_token(
 async def test_tokens_come_back_at_the_rate(
     proxy_client: Any, electric_upstream: RunningUpstream, limiter: Limiter
 ) -> None:
-    client = await proxy_client(chain(electric_upstream, limiter(rate=20, burst=1)))
+    client = await proxy_client(chain(electric_upstream, limiter(rate=2, burst=1)))
     assert (await client.get(SHAPE, params=CATCH_UP, headers=auth(ALICE))).status == 200
     assert (await client.get(SHAPE, params=CATCH_UP, headers=auth(ALICE))).status == 429
-    await asyncio.sleep(0.1)  # two tokens' worth: the bucket holds one
+    await asyncio.sleep(0.6)  # more than a token's worth: the bucket holds one
     assert (await client.get(SHAPE, params=CATCH_UP, headers=auth(ALICE))).status == 200
     assert (await client.get(SHAPE, params=CATCH_UP, headers=auth(ALICE))).status == 429
 
