@@ -41,11 +41,13 @@ class SharedReply:
         self.chunks: list[bytes] = []
         self.error: BaseException | None = None
         self.complete = False
-        self._more = asyncio.Event()
+        # Made only when a waiter gets ahead of the body: most replies are whole at once.
+        self._more: asyncio.Event | None = None
 
     def _wake(self) -> None:
-        woken, self._more = self._more, asyncio.Event()
-        woken.set()
+        woken, self._more = self._more, None
+        if woken is not None:
+            woken.set()
 
     def append(self, chunk: bytes) -> None:
         self.chunks.append(chunk)
@@ -69,6 +71,8 @@ class SharedReply:
                 if self.error is not None:
                     raise self.error
                 return
+            if self._more is None:
+                self._more = asyncio.Event()
             await self._more.wait()
 
 
