@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Awaitable, Callable, Mapping
+from functools import cached_property
 from typing import Any
 
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
 from ..chain import Principal
 from ..errors import Unauthorized
@@ -44,8 +45,6 @@ class BearerAuth(Authenticator):
 
     # Digests, not tokens, are the lookup keys: a dict probe on a secret key is a timing
     # side channel on the token itself; on its SHA-256 it tells an attacker nothing.
-    _by_digest: Mapping[bytes, Principal] = PrivateAttr()
-
     @model_validator(mode="after")
     def _one_source(self) -> BearerAuth:
         if not self.tokens and self.callback is None:
@@ -53,13 +52,16 @@ class BearerAuth(Authenticator):
         return self
 
     def model_post_init(self, context: Any, /) -> None:
+        if len(self._by_digest) != len(self.tokens):
+            raise ValueError("tokens must be distinct")
+
+    @cached_property
+    def _by_digest(self) -> Mapping[bytes, Principal]:
         by_digest: dict[bytes, Principal] = {}
         for entry in self.tokens:
             claims = {"sub": entry.sub, **entry.claims}
             by_digest[_digest(entry.token.get_secret_value())] = Principal(entry.sub, claims)
-        if len(by_digest) != len(self.tokens):
-            raise ValueError("tokens must be distinct")
-        self._by_digest = by_digest
+        return by_digest
 
     async def authenticate(self, request: web.Request) -> Principal | None:
         if self.callback is not None:

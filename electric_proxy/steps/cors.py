@@ -9,10 +9,10 @@ ignored for requests with credentials, and the Electric client throws an unrecov
 
 from __future__ import annotations
 
-from typing import Any
+from functools import cached_property
 
 from aiohttp import hdrs, web
-from pydantic import Field, PrivateAttr, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 from yarl import URL
 
 from ..chain import Handler, Step
@@ -40,11 +40,6 @@ class Cors(Step):
     expose_headers: tuple[str, ...] = Field((), description="Response headers beyond electric-*")
     max_age: int = Field(600, ge=0, description="Seconds a browser may cache a preflight")
 
-    _origins: frozenset[str] = PrivateAttr()
-    _any_origin: bool = PrivateAttr()
-    _preflight: dict[str, str] = PrivateAttr()
-    _expose: str = PrivateAttr()
-
     @field_validator("allow_origins")
     @classmethod
     def _exact_origins(cls, origins: tuple[str, ...]) -> tuple[str, ...]:
@@ -62,16 +57,26 @@ class Cors(Step):
             raise ValueError("'*' cannot be combined with allow_credentials: list the origins")
         return self
 
-    def model_post_init(self, context: Any, /) -> None:
-        self._any_origin = "*" in self.allow_origins
-        self._origins = frozenset(o for o in self.allow_origins if o != "*")
+    @cached_property
+    def _any_origin(self) -> bool:
+        return "*" in self.allow_origins
+
+    @cached_property
+    def _origins(self) -> frozenset[str]:
+        return frozenset(o for o in self.allow_origins if o != "*")
+
+    @cached_property
+    def _preflight(self) -> dict[str, str]:
         headers = dict.fromkeys(_BASE_ALLOW_HEADERS + tuple(h.lower() for h in self.allow_headers))
-        self._preflight = {
+        return {
             hdrs.ACCESS_CONTROL_ALLOW_METHODS: ", ".join(sorted(SHAPE_METHODS)),
             hdrs.ACCESS_CONTROL_ALLOW_HEADERS: ", ".join(headers),
             hdrs.ACCESS_CONTROL_MAX_AGE: str(self.max_age),
         }
-        self._expose = ", ".join(dict.fromkeys(ELECTRIC_EXPOSED_HEADERS + self.expose_headers))
+
+    @cached_property
+    def _expose(self) -> str:
+        return ", ".join(dict.fromkeys(ELECTRIC_EXPOSED_HEADERS + self.expose_headers))
 
     def _allowed(self, origin: str | None) -> str | None:
         """The value for Access-Control-Allow-Origin, or None for a foreign origin."""

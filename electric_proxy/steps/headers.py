@@ -14,11 +14,12 @@ ways to keep one user's rows out of another's cache entry:
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from functools import cached_property
+from typing import Literal
 
 from aiohttp import hdrs, web
 from multidict import CIMultiDict
-from pydantic import Field, PrivateAttr
+from pydantic import Field
 
 from ..chain import Handler, Step
 
@@ -64,10 +65,9 @@ class ResponseHeaders(Step):
         "vary", description="'private' for caches that ignore Vary"
     )
 
-    _vary: tuple[str, ...] = PrivateAttr()
-
-    def model_post_init(self, context: Any, /) -> None:
-        self._vary = tuple(dict.fromkeys(self.vary))
+    @cached_property
+    def _vary(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(self.vary))
 
     async def __call__(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         response = await handler(request)

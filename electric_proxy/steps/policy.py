@@ -17,12 +17,13 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from functools import cached_property
 from typing import Any, Literal
 
 from aiohttp import hdrs, web
 from multidict import MultiDict, MultiMapping
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ..chain import PRINCIPAL, UPSTREAM, Handler, Principal, Step, client_query
 from ..errors import BadRequest, Forbidden, InvalidBody, InvalidFilter, PayloadTooLarge
@@ -63,10 +64,6 @@ class ShapeRule(BaseModel):
         None, description="Columns client filters may use; default: `columns` (or any)"
     )
 
-    _server: ServerFilter | None = PrivateAttr(None)
-    _column_set: frozenset[str] | None = PrivateAttr(None)
-    _upstream_columns: str | None = PrivateAttr(None)
-
     @field_validator("where")
     @classmethod
     def _compiles(cls, value: str | None) -> str | None:
@@ -78,13 +75,26 @@ class ShapeRule(BaseModel):
         return value
 
     def model_post_init(self, context: Any, /) -> None:
-        if self.where is not None:
-            self._server = ServerFilter.compile(self.where)
+        for derived in ("_server", "_column_set", "_upstream_columns"):
+            getattr(self, derived)  # at start-up, so no request pays for it
+
+    # Derived once per rule; cached_property keeps the per-request reads plain attribute
+    # lookups (a pydantic private attribute costs a __getattr__ call each time).
+    @cached_property
+    def _server(self) -> ServerFilter | None:
+        return ServerFilter.compile(self.where) if self.where is not None else None
+
+    @cached_property
+    def _column_set(self) -> frozenset[str] | None:
         allowed = self.filter_columns if self.filter_columns is not None else self.columns
-        self._column_set = frozenset(allowed) if allowed is not None else None
-        if self.columns is not None:
-            names = [*self.primary_key, *(c for c in self.columns if c not in self.primary_key)]
-            self._upstream_columns = ",".join(_quote_ident(n) for n in names)
+        return frozenset(allowed) if allowed is not None else None
+
+    @cached_property
+    def _upstream_columns(self) -> str | None:
+        if self.columns is None:
+            return None
+        names = [*self.primary_key, *(c for c in self.columns if c not in self.primary_key)]
+        return ",".join(_quote_ident(n) for n in names)
 
     def upstream_columns(self) -> str | None:
         return self._upstream_columns
@@ -126,9 +136,8 @@ class ShapePolicy(Step):
     limits: Limits = Field(default_factory=Limits)
     max_body_size: int = Field(1 << 20, ge=1024, description="Bytes of a POST subset body")
 
-    _combine: Any = PrivateAttr()
-
-    def model_post_init(self, context: Any, /) -> None:
+    @cached_property
+    def _combine(self) -> Callable[[str, str | None], tuple[str | None, int]]:
         # The combined `where` depends on the rule and the client text only (claims go into
         # params), so it is computed once per distinct client filter.
         @functools.lru_cache(maxsize=4096)
@@ -141,7 +150,7 @@ class ShapePolicy(Step):
                 )
             return combine(rule._server, client), client.max_param if client else 0
 
-        self._combine = combined
+        return combined
 
     def _select(self, query: MultiMapping[str]) -> tuple[str, ShapeRule]:
         name = query.get("table")

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import re
 import uuid
+from functools import cached_property
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_address
-from typing import Any
 
 from aiohttp import hdrs, web
-from pydantic import Field, PrivateAttr
+from pydantic import Field
 
 from ..chain import UPSTREAM, Handler, Step
 from ..logs import bind_request_id
@@ -49,10 +49,9 @@ class RequestId(Step):
         (), description="Networks whose X-Request-ID / X-Forwarded-For / Forwarded are believed"
     )
 
-    _header_lower: str = PrivateAttr()
-
-    def model_post_init(self, context: Any, /) -> None:
-        self._header_lower = self.header.lower()
+    @cached_property
+    def _header_lower(self) -> str:
+        return self.header.lower()
 
     def _trusted(self, address: IPv4Address | IPv6Address | None) -> bool:
         return address is not None and any(address in net for net in self.trusted_proxies)

@@ -15,10 +15,11 @@ could copy a stream they cannot read into one they can.
 from __future__ import annotations
 
 import functools
-from typing import Any, Literal
+from functools import cached_property
+from typing import Literal
 
 from aiohttp import hdrs, web
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ..chain import PRINCIPAL, Handler, Principal, Step
 from ..errors import Forbidden
@@ -44,8 +45,6 @@ class StreamRule(BaseModel):
     paths: tuple[str, ...] = Field(min_length=1, description='e.g. "users/{sub}/**"')
     allow: tuple[Action, ...] = Field(min_length=1)
 
-    _patterns: tuple[tuple[str, ...], ...] = PrivateAttr()
-
     @field_validator("paths")
     @classmethod
     def _well_formed(cls, paths: tuple[str, ...]) -> tuple[str, ...]:
@@ -59,8 +58,9 @@ class StreamRule(BaseModel):
                     raise ValueError(f"{path!r}: a {{claim}} must be a whole segment")
         return paths
 
-    def model_post_init(self, context: Any, /) -> None:
-        self._patterns = tuple(tuple(p.split("/")) for p in self.paths)
+    @cached_property
+    def _patterns(self) -> tuple[tuple[str, ...], ...]:
+        return tuple(tuple(p.split("/")) for p in self.paths)
 
 
 def _claim(principal: Principal | None, name: str) -> str | None:
