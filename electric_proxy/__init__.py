@@ -13,6 +13,7 @@ from .chain import (
 )
 from .config import ConfigError, ProxyConfig, StreamsConfig, load_config, parse_config
 from .errors import (
+    REFUSAL,
     BadRequest,
     DuplicateParameter,
     Forbidden,
@@ -22,6 +23,7 @@ from .errors import (
     NotFound,
     PayloadTooLarge,
     ProxyError,
+    Refusal,
     ServiceUnavailable,
     TooManyRequests,
     Unauthorized,
@@ -29,6 +31,7 @@ from .errors import (
     UpstreamUnavailable,
 )
 from .forward import UpstreamResponse, UpstreamSettings
+from .inflight import UPSTREAM_STATUS
 from .logs import RequestIdLogFilter, current_request_id
 from .registry import ENTRY_POINT_GROUP, available_steps, build_step
 from .steps.auth import Authenticator, bearer_token
@@ -50,9 +53,11 @@ __all__ = [
     "CLIENT_IP",
     "ENTRY_POINT_GROUP",
     "PRINCIPAL",
+    "REFUSAL",
     "REQUEST_ID",
     "STREAM_PATH",
     "UPSTREAM",
+    "UPSTREAM_STATUS",
     "Authenticator",
     "BadRequest",
     "BearerAuth",
@@ -76,6 +81,7 @@ __all__ = [
     "Principal",
     "ProxyConfig",
     "ProxyError",
+    "Refusal",
     "RequestId",
     "RequestIdLogFilter",
     "ResponseHeaders",
