@@ -1,5 +1,6 @@
 """electric-proxy: a secure, streaming, pluggable aiohttp proxy in front of ElectricSQL."""
 
+from .access_log import AccessLogger, JsonAccessLogger
 from .app import ShapeProxy
 from .chain import (
     PRINCIPAL,
@@ -31,8 +32,10 @@ from .errors import (
     UpstreamUnavailable,
 )
 from .forward import UpstreamResponse, UpstreamSettings
+from .health import Health, HealthSettings
 from .inflight import UPSTREAM_STATUS
 from .logs import RequestIdLogFilter, current_request_id
+from .metrics import METRICS, Metrics, MetricsSettings
 from .registry import ENTRY_POINT_GROUP, available_steps, build_step
 from .steps.auth import Authenticator, bearer_token
 from .steps.bearer import BearerAuth, StaticToken
@@ -52,12 +55,14 @@ __version__ = "0.1.0"
 __all__ = [
     "CLIENT_IP",
     "ENTRY_POINT_GROUP",
+    "METRICS",
     "PRINCIPAL",
     "REFUSAL",
     "REQUEST_ID",
     "STREAM_PATH",
     "UPSTREAM",
     "UPSTREAM_STATUS",
+    "AccessLogger",
     "Authenticator",
     "BadRequest",
     "BearerAuth",
@@ -70,11 +75,16 @@ __all__ = [
     "GatekeeperVerifier",
     "Grant",
     "Handler",
+    "Health",
+    "HealthSettings",
     "InvalidBody",
     "InvalidFilter",
+    "JsonAccessLogger",
     "JwksCache",
     "JwtAuth",
     "MethodNotAllowed",
+    "Metrics",
+    "MetricsSettings",
     "Middleware",
     "NotFound",
     "PayloadTooLarge",

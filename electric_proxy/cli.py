@@ -55,9 +55,8 @@ def _serve(args: argparse.Namespace) -> int:
         config.app(),
         host=host,
         port=port,
-        shutdown_timeout=server.shutdown_timeout,
-        handler_cancellation=True,
         print=lambda msg: log.info("%s", msg),
+        **server.run_app_options(),
     )
     return 0
 
