@@ -72,7 +72,10 @@ def live_kind(query: MultiMapping[str], accept: str = "") -> LiveKind | None:
 
 
 def _request_kind(request: web.Request) -> LiveKind | None:
-    return live_kind(request.query, request.headers.get(hdrs.ACCEPT, ""))
+    query = request.query
+    if "live" not in query:  # catch-up requests: one lookup and done
+        return None
+    return live_kind(query, request.headers.get(hdrs.ACCEPT, ""))
 
 
 def _shutting_down() -> ServiceUnavailable:
@@ -159,6 +162,7 @@ class InFlight:
         """Whether ``response`` is a live event stream the proxy should send while holding."""
         return (
             response.status == 200
+            and "live" in request.query
             and isinstance(response, UpstreamResponse)
             and response.content_type == _EVENT_STREAM
             and _request_kind(request) is not None
