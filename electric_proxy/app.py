@@ -55,6 +55,7 @@ class Endpoint(abc.ABC):
         """Check the path and method, build the upstream request, run the chain."""
 
     async def route(self, request: web.Request) -> web.StreamResponse:
+        """The route's handler: :meth:`handle`, inside the observer when there is one."""
         observer = self.observer
         if observer is None:
             return await self.handle(request)

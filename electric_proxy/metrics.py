@@ -252,7 +252,8 @@ class Metrics:
         self.requests = Counter(
             "electric_proxy_requests",
             "Requests on the proxy's routes by route, method and status class "
-            "('cancelled': the client left, or the server stopped, before an answer)",
+            "('cancelled': the client went away, or the server stopped, before the request "
+            "was done)",
             ["route", "method", "status"],
             registry=self.registry,
         )

@@ -198,3 +198,26 @@ async def test_the_upstream_status_is_recorded(
     resp = await client.get("/v1/shape", params={"offset": "-1", "table": "todos"})
     assert resp.status == 401  # no secret: Electric refused
     assert seen == [401]
+
+
+async def test_a_proxy_mounted_as_a_sub_app_is_drained_with_its_parent(
+    aiohttp_client: Any, electric_upstream: RunningUpstream
+) -> None:
+    shape_proxy = ShapeProxy(
+        upstream=electric_upstream.url, chain=standard_chain(electric_upstream)
+    )
+    root = web.Application()
+    root.add_subapp("/electric", shape_proxy.app())
+    client = await aiohttp_client(root)
+    resp = await client.get("/electric/v1/shape", params={"offset": "-1"}, headers=auth(ALICE))
+    position = {
+        "handle": resp.headers["electric-handle"],
+        "offset": resp.headers["electric-offset"],
+    }
+    electric = electric_upstream.electric
+    live = asyncio.create_task(
+        client.get("/electric/v1/shape", params={**position, "live": "true"}, headers=auth(ALICE))
+    )
+    await electric.wait_until(lambda: electric.held == 1)
+    await root.shutdown()
+    assert (await asyncio.wait_for(live, 2)).status == 503
