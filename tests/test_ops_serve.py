@@ -218,7 +218,7 @@ async def test_workers_serve_metrics_each_on_its_own_port(
     server = await aiohttp_server(upstream.app(), access_log=None)
     port, metrics_port = free_port(), free_port(consecutive=2)
     config = (
-        f'[server]\nport = {port}\naccess_log = "off"\n'
+        f"[server]\nport = {port}\n"
         f'[upstream]\nurl = "{server.make_url("/v1/shape")}"\n{CHAIN}'
         f"[metrics]\nport = {metrics_port}\n"
     )
@@ -247,6 +247,10 @@ async def test_workers_serve_metrics_each_on_its_own_port(
                     total += float(line.rsplit(" ", 1)[1])
         assert total == 20
     assert proxy.proc.returncode == 0, proxy.output
+    # Text access lines from both workers, with the principal and without the token.
+    access = [line for line in proxy.output.splitlines() if '"GET /v1/shape?offset=-1" 200' in line]
+    assert len(access) == 20
+    assert all("principal=alice upstream=200" in line for line in access)
     assert SECRET not in proxy.output and TOKEN not in proxy.output
 
 
