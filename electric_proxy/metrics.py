@@ -137,6 +137,9 @@ class _Observer:
         except asyncio.CancelledError:
             self._count(request.method, "cancelled")
             raise
+        except web.HTTPException as exc:  # aiohttp's idiom for an answer, raised by a step
+            self._count(request.method, _STATUS_CLASSES[min(exc.status // 100, 5)])
+            raise
         except Exception:
             self._count(request.method, "5xx")  # aiohttp answers it with a 500
             raise

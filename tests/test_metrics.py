@@ -383,3 +383,25 @@ def test_without_prometheus_client_only_metrics_are_refused() -> None:
     assert result.returncode == 0, result.stderr
     assert "metrics: needs the prometheus-client package" in result.stdout
     assert "pip install 'electric-proxy[metrics]'" in result.stdout
+
+
+async def test_answers_raised_as_aiohttp_exceptions_are_counted_by_their_status(
+    aiohttp_client: Any, electric_upstream: RunningUpstream
+) -> None:
+    async def redirect(request: web.Request, handler: Any) -> web.StreamResponse:
+        if "moved" in request.query:
+            raise web.HTTPFound("/elsewhere")
+        if "broken" in request.query:
+            raise RuntimeError("a bug in a step")
+        return await handler(request)
+
+    proxy = ShapeProxy(upstream=electric_upstream.url, chain=[redirect])
+    app, _ = app_with([proxy])
+    client = await aiohttp_client(app)
+    resp = await client.get("/v1/shape", params={"moved": "1"}, allow_redirects=False)
+    assert resp.status == 302
+    assert (await client.get("/v1/shape", params={"broken": "1"})).status == 500
+    _, samples = await scrape(client)
+    route = {"route": "/v1/shape", "method": "GET"}
+    assert value(samples, "electric_proxy_requests_total", **route, status="3xx") == 1
+    assert value(samples, "electric_proxy_requests_total", **route, status="5xx") == 1
