@@ -1,5 +1,6 @@
 """electric-proxy: a secure, streaming, pluggable aiohttp proxy in front of ElectricSQL."""
 
+from .access_log import AccessLogger, JsonAccessLogger
 from .app import ShapeProxy
 from .chain import (
     PRINCIPAL,
@@ -13,6 +14,7 @@ from .chain import (
 )
 from .config import ConfigError, ProxyConfig, StreamsConfig, load_config, parse_config
 from .errors import (
+    REFUSAL,
     BadRequest,
     DuplicateParameter,
     Forbidden,
@@ -22,14 +24,17 @@ from .errors import (
     NotFound,
     PayloadTooLarge,
     ProxyError,
+    Refusal,
     ServiceUnavailable,
     TooManyRequests,
     Unauthorized,
     UpstreamTimeout,
     UpstreamUnavailable,
 )
-from .forward import UpstreamResponse, UpstreamSettings
+from .forward import UPSTREAM_STATUS, UpstreamResponse, UpstreamSettings
+from .health import Health, HealthSettings
 from .logs import RequestIdLogFilter, current_request_id
+from .metrics import METRICS, Metrics, MetricsSettings
 from .registry import ENTRY_POINT_GROUP, available_steps, build_step
 from .steps.auth import Authenticator, bearer_token
 from .steps.bearer import BearerAuth, StaticToken
@@ -49,10 +54,14 @@ __version__ = "0.1.0"
 __all__ = [
     "CLIENT_IP",
     "ENTRY_POINT_GROUP",
+    "METRICS",
     "PRINCIPAL",
+    "REFUSAL",
     "REQUEST_ID",
     "STREAM_PATH",
     "UPSTREAM",
+    "UPSTREAM_STATUS",
+    "AccessLogger",
     "Authenticator",
     "BadRequest",
     "BearerAuth",
@@ -65,17 +74,23 @@ __all__ = [
     "GatekeeperVerifier",
     "Grant",
     "Handler",
+    "Health",
+    "HealthSettings",
     "InvalidBody",
     "InvalidFilter",
+    "JsonAccessLogger",
     "JwksCache",
     "JwtAuth",
     "MethodNotAllowed",
+    "Metrics",
+    "MetricsSettings",
     "Middleware",
     "NotFound",
     "PayloadTooLarge",
     "Principal",
     "ProxyConfig",
     "ProxyError",
+    "Refusal",
     "RequestId",
     "RequestIdLogFilter",
     "ResponseHeaders",

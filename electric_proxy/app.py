@@ -19,6 +19,7 @@ from yarl import URL
 from .chain import UPSTREAM, Handler, Middleware, Step, UpstreamRequest, compose
 from .errors import MethodNotAllowed, NotFound
 from .forward import Forwarder, UpstreamSettings
+from .inflight import InFlight
 from .logs import bind_request_id
 from .protocol import FORWARDED_REQUEST_HEADERS, SHAPE_METHODS
 
@@ -39,15 +40,33 @@ class Endpoint(abc.ABC):
         for step in self.steps:
             if isinstance(step, Step):
                 forwarder.trace_configs.extend(step.upstream_trace_configs())
-        self._handler: Handler = compose(self.steps, forwarder)
+        #: Live requests held right now; ended cleanly when the app shuts down.
+        self.inflight = InFlight()
+        #: Wraps every request on the route (metrics set it); ``None`` costs nothing.
+        self.observer: Middleware | None = None
+        self._handler: Handler = compose(self.steps, self.inflight.around(forwarder))
 
     @abc.abstractmethod
-    def add_routes(self, router: web.UrlDispatcher) -> None: ...
+    def add_routes(self, router: web.UrlDispatcher) -> None:
+        """Route the endpoint's paths to :meth:`route`."""
+
+    @abc.abstractmethod
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        """Check the path and method, build the upstream request, run the chain."""
+
+    async def route(self, request: web.Request) -> web.StreamResponse:
+        """The route's handler: :meth:`handle`, inside the observer when there is one."""
+        observer = self.observer
+        if observer is None:
+            return await self.handle(request)
+        return await observer(request, self.handle)
 
     def setup(self, app: web.Application) -> None:
         """Add the routes and the lifecycle of the upstream session (and of steps) to ``app``."""
         self.add_routes(app.router)
         app.cleanup_ctx.append(self.forwarder.session_ctx)
+        app.on_startup.append(self.inflight.open)
+        app.on_shutdown.append(self.inflight.drain)
         for step in self.steps:
             if isinstance(step, Step) and step.holds_resources():
                 app.cleanup_ctx.append(step.cleanup_ctx)
@@ -62,7 +81,10 @@ class Endpoint(abc.ABC):
         self, request: web.Request, upstream: UpstreamRequest
     ) -> web.StreamResponse:
         request[UPSTREAM] = upstream
-        return await self._handler(request)
+        response = await self._handler(request)
+        if self.inflight.streams_body(request, response):
+            return await self.inflight.stream(request, response)
+        return response
 
 
 def forwarded_headers(request: web.Request, allowed: frozenset[str]) -> CIMultiDict[str]:
@@ -94,9 +116,9 @@ class ShapeProxy(Endpoint):
         super().__init__(forwarder=forwarder, chain=chain, path=path)
 
     def add_routes(self, router: web.UrlDispatcher) -> None:
-        router.add_route("*", self.path, self._handle)
+        router.add_route("*", self.path, self.route)
 
-    async def _handle(self, request: web.Request) -> web.StreamResponse:
+    async def handle(self, request: web.Request) -> web.StreamResponse:
         # The router matches the *decoded* path, so /v1/%73hape would arrive here too.
         # Only the exact bytes of the configured route are served.
         bind_request_id("-")

@@ -134,6 +134,13 @@ class Step(BaseModel, abc.ABC):
         """
         return ()
 
+    async def ready(self) -> str | None:
+        """Why this step cannot serve requests right now (for ``/readyz``), or ``None``.
+
+        Say what is wrong in words safe to show anyone: no secret, token or internal URL.
+        """
+        return None
+
     @classmethod
     def holds_resources(cls) -> bool:
         return cls.cleanup_ctx is not Step.cleanup_ctx
@@ -144,7 +151,7 @@ def _guarded(step: Middleware, inner: Handler) -> Handler:
         try:
             return await step(request, inner)
         except ProxyError as exc:
-            return exc.to_response()
+            return exc.to_response(step)
 
     return run
 

@@ -57,8 +57,8 @@ def _serve(args: argparse.Namespace) -> int:
         host=host,
         port=port,
         backlog=server.backlog,
-        shutdown_timeout=server.shutdown_timeout,
         print=lambda msg: log.info("%s", msg),
+        **server.run_app_options(),
     )
     return 0
 

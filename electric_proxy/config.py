@@ -11,6 +11,12 @@
     use = "credentials"
     secret = { "$env" = "ELECTRIC_SECRET" }
 
+    [metrics]             # optional: Prometheus metrics (the `metrics` extra)
+    port = 9464
+
+    [health]              # optional: /healthz and /readyz are on by default
+    readyz = "/readyz"
+
 Any value may be ``{ "$env" = "NAME" }`` or ``{ "$file" = "path" }`` so secrets never sit
 in the file. Steps are built in the order of ``[[chain]]`` entries, which is the order they
 run in. Secret options are ``SecretStr`` and print masked wherever config is shown.
@@ -21,16 +27,20 @@ from __future__ import annotations
 import os
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from .app import ShapeProxy
+from .access_log import AccessLogMode, access_log_options
+from .app import Endpoint, ShapeProxy
 from .chain import Step
 from .forward import UpstreamSettings
+from .health import HealthSettings, path_conflict
+from .metrics import MetricsSettings, metrics_available
+from .ops import add_operations
 from .registry import RegistryError, build_step
 from .runtime import EventLoopChoice, uvloop_available
 from .streams import StreamProxy
@@ -61,7 +71,12 @@ class ServerSettings(BaseModel):
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=0, le=65535)
     path: str = "/v1/shape"
-    shutdown_timeout: float = Field(10.0, ge=0)
+    shutdown_timeout: float = Field(
+        10.0,
+        ge=0,
+        description="Seconds in-flight requests get to finish on SIGTERM (held live ones end "
+        "at once)",
+    )
     coalesce_live: bool = Field(True, description="One upstream request per identical long-poll")
     backlog: int = Field(
         4096, ge=1, description="Pending connections the kernel queues (a reconnect burst)"
@@ -77,6 +92,18 @@ class ServerSettings(BaseModel):
         if value == "uvloop" and not uvloop_available():
             raise ValueError("uvloop is not installed: pip install 'electric-proxy[speed]'")
         return value
+
+    access_log: AccessLogMode = Field(
+        "text", description="One line per request: text, json or off (queries redacted)"
+    )
+
+    def run_app_options(self) -> dict[str, Any]:
+        """What ``serve`` passes to ``web.run_app`` besides the address."""
+        return {
+            "shutdown_timeout": self.shutdown_timeout,
+            "handler_cancellation": True,
+            **access_log_options(self.access_log),
+        }
 
 
 Steps = tuple[tuple[str, Step], ...]
@@ -106,6 +133,8 @@ class ProxyConfig:
     upstream: UpstreamSettings | None
     steps: Steps
     streams: StreamsConfig | None = None
+    health: HealthSettings = field(default_factory=HealthSettings)
+    metrics: MetricsSettings | None = None
 
     def build(self) -> ShapeProxy:
         """The shape endpoint (``[upstream]`` + ``[[chain]]``)."""
@@ -118,13 +147,20 @@ class ProxyConfig:
             coalesce_live=self.server.coalesce_live,
         )
 
-    def app(self) -> web.Application:
-        """Every configured endpoint in one application."""
+    def app(self, *, worker: int = 0) -> web.Application:
+        """Every configured endpoint in one application, with health routes and metrics.
+
+        ``worker`` is the index of a ``serve --workers`` process (its metrics port offset).
+        """
         app = web.Application()
+        endpoints: list[Endpoint] = []
         if self.upstream is not None:
-            self.build().setup(app)
+            endpoints.append(self.build())
         if self.streams is not None:
-            self.streams.build().setup(app)
+            endpoints.append(self.streams.build())
+        for endpoint in endpoints:
+            endpoint.setup(app)
+        add_operations(app, endpoints, health=self.health, metrics=self.metrics, worker=worker)
         return app
 
     def describe(self) -> dict[str, Any]:
@@ -139,6 +175,9 @@ class ProxyConfig:
                 "upstream": self.streams.upstream.model_dump(mode="json"),
                 "chain": _describe_steps(self.streams.steps),
             }
+        shown["health"] = self.health.model_dump(mode="json")
+        if self.metrics is not None:
+            shown["metrics"] = self.metrics.model_dump(mode="json")
         return shown
 
 
@@ -227,23 +266,65 @@ def _streams(data: Any, problems: list[str]) -> StreamsConfig | None:
     return StreamsConfig(path=path, upstream=upstream, steps=steps)
 
 
+def _route_problems(
+    server: ServerSettings | None,
+    shapes: bool,
+    streams: StreamsConfig | None,
+    health: HealthSettings | None,
+    metrics: MetricsSettings | None,
+) -> list[str]:
+    """Health and metrics paths must not shadow a proxied route, nor each other."""
+    shape_paths = [server.path] if server is not None and shapes else []
+    stream_paths = [streams.path] if streams is not None else []
+    taken: dict[str, str] = {}
+    if health is not None and health.enabled:
+        taken.update({health.healthz: "health.healthz", health.readyz: "health.readyz"})
+    if metrics is not None and metrics.main_path is not None:
+        if metrics.main_path in taken:
+            return [f"metrics.main_path: {metrics.main_path} is {taken[metrics.main_path]}"]
+        taken[metrics.main_path] = "metrics.main_path"
+    return [
+        f"{option}: {path} is a proxied route; choose another path"
+        for path, option in taken.items()
+        if path_conflict(path, shape_paths, stream_paths)
+    ]
+
+
 def parse_config(raw: Mapping[str, Any], *, base: Path = Path()) -> ProxyConfig:
     problems: list[str] = []
     data = _resolve(raw, (), base, problems)
-    unknown = sorted(set(data) - {"server", "upstream", "chain", "streams"})
+    sections = {"server", "upstream", "chain", "streams", "health", "metrics"}
     problems += [
-        f"{key}: unknown section (expected server, upstream, chain, streams)" for key in unknown
+        f"{key}: unknown section (expected {', '.join(sorted(sections))})"
+        for key in sorted(set(data) - sections)
     ]
     server = _model(ServerSettings, data.get("server"), "server", problems)
+    health = _model(HealthSettings, data.get("health"), "health", problems)
+    metrics = None
+    if "metrics" in data:
+        metrics = _model(MetricsSettings, data["metrics"], "metrics", problems)
+        if not metrics_available():
+            problems.append(
+                "metrics: needs the prometheus-client package: "
+                "pip install 'electric-proxy[metrics]'"
+            )
     upstream = None
     steps: Steps = ()
     if "upstream" in data or "chain" in data or "streams" not in data:
         upstream = _model(UpstreamSettings, data.get("upstream"), "upstream", problems)
         steps = _chain(data.get("chain", []), "chain", problems)
     streams = _streams(data["streams"], problems) if "streams" in data else None
-    if problems or server is None:
+    problems += _route_problems(server, upstream is not None, streams, health, metrics)
+    if problems or server is None or health is None:
         raise ConfigError(problems)
-    return ProxyConfig(server=server, upstream=upstream, steps=steps, streams=streams)
+    return ProxyConfig(
+        server=server,
+        upstream=upstream,
+        steps=steps,
+        streams=streams,
+        health=health,
+        metrics=metrics,
+    )
 
 
 def load_config(path: str | os.PathLike[str]) -> ProxyConfig:

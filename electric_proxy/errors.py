@@ -18,6 +18,9 @@
 Steps raise these; the chain turns them into responses *at the step that raised*, so the
 steps outside it (CORS, cache headers) still see and adjust the error response. Messages
 must be safe for the client: never a secret, a token or the upstream URL.
+
+Each error response carries a :class:`Refusal` under :data:`REFUSAL` (status, code and the
+step that raised), which is what metrics count: bounded values, never the message.
 """
 
 from __future__ import annotations
@@ -25,11 +28,13 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from aiohttp import web
 
 __all__ = [
+    "REFUSAL",
     "BadRequest",
     "DuplicateParameter",
     "Forbidden",
@@ -39,12 +44,29 @@ __all__ = [
     "NotFound",
     "PayloadTooLarge",
     "ProxyError",
+    "Refusal",
     "ServiceUnavailable",
     "TooManyRequests",
     "Unauthorized",
     "UpstreamTimeout",
     "UpstreamUnavailable",
 ]
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """Why the proxy answered with an error: its status, its code and who raised it.
+
+    ``step`` is the chain step that raised the error, or ``None`` when the endpoint itself
+    answered (unknown path, method, upstream failure, shutdown).
+    """
+
+    status: int
+    code: str
+    step: object | None = None
+
+
+REFUSAL = web.ResponseKey("electric_proxy.refusal", Refusal)
 
 
 class ProxyError(Exception):
@@ -68,14 +90,17 @@ class ProxyError(Exception):
     def body(self) -> dict[str, Any]:
         return {"error": self.error_code, "message": self.message, **self.details}
 
-    def to_response(self) -> web.Response:
+    def to_response(self, step: object | None = None) -> web.Response:
+        """The JSON error response; ``step`` is the chain step that raised, if any."""
         headers = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff", **self.headers}
-        return web.Response(
+        response = web.Response(
             status=self.status,
             text=json.dumps(self.body()),
             content_type="application/json",
             headers=headers,
         )
+        response[REFUSAL] = Refusal(self.status, self.error_code, step)
+        return response
 
 
 class BadRequest(ProxyError):

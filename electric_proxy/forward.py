@@ -27,16 +27,19 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from yarl import URL
 
 from .bodies import complete_body
-from .chain import UPSTREAM, client_query, pass_through_params
+from .chain import UPSTREAM, UpstreamRequest, client_query, pass_through_params
 from .coalesce import Coalescer
 from .errors import UpstreamTimeout, UpstreamUnavailable
 from .protocol import HOP_BY_HOP_HEADERS
 
-__all__ = ["Forwarder", "UpstreamResponse", "UpstreamSettings", "reply_for"]
+__all__ = ["UPSTREAM_STATUS", "Forwarder", "UpstreamResponse", "UpstreamSettings", "reply_for"]
 
 log = logging.getLogger("electric_proxy.forward")
 
 USER_AGENT = "electric-proxy"
+
+#: The status Electric answered with, for logs (absent when the proxy answered itself).
+UPSTREAM_STATUS = web.RequestKey("electric_proxy.upstream_status", int)
 
 
 class UpstreamSettings(BaseModel):
@@ -251,18 +254,29 @@ class Forwarder:
             )
 
         try:
-            if self.coalescer is not None and _is_long_poll(
-                built.method, client_query(request), built.headers
-            ):
-                key = (built.method, str(url), tuple(sorted(built.headers.items())))
-                head, reply, leave = await self.coalescer.join(key, fetch)
-                if reply.complete and reply.error is None:
-                    leave()
-                    return _whole(*head, reply.body())
-                return UpstreamResponse(*head, reply.replay(), lambda clean: leave())
-            return reply_for(await fetch())
+            response = await self._send(request, built, url, fetch)
         except TimeoutError as exc:
             raise UpstreamTimeout("Electric did not answer in time") from exc
         except (aiohttp.ClientError, OSError) as exc:
             log.warning("upstream request failed: %s", type(exc).__name__)
             raise UpstreamUnavailable("Electric could not be reached") from exc
+        request[UPSTREAM_STATUS] = response.status
+        return response
+
+    async def _send(
+        self,
+        request: web.Request,
+        built: UpstreamRequest,
+        url: URL,
+        fetch: Callable[[], Awaitable[aiohttp.ClientResponse]],
+    ) -> web.StreamResponse:
+        if self.coalescer is not None and _is_long_poll(
+            built.method, client_query(request), built.headers
+        ):
+            key = (built.method, str(url), tuple(sorted(built.headers.items())))
+            head, reply, leave = await self.coalescer.join(key, fetch)
+            if reply.complete and reply.error is None:
+                leave()
+                return _whole(*head, reply.body())
+            return UpstreamResponse(*head, reply.replay(), lambda clean: leave())
+        return reply_for(await fetch())

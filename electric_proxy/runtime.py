@@ -74,8 +74,8 @@ def run_server(
     tune_gc: bool,
     **run_app_options: Any,
 ) -> None:
-    """``web.run_app`` with the loop and collector settings, after the app is built."""
+    """``web.run_app`` on the configured loop, the collector tuned once the app is built."""
     loop = new_event_loop(event_loop)
     if tune_gc:
         tune_garbage_collector()
-    web.run_app(app, loop=loop, handler_cancellation=True, **run_app_options)
+    web.run_app(app, loop=loop, **run_app_options)

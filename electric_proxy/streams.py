@@ -149,9 +149,9 @@ class StreamProxy(Endpoint):
         super().__init__(forwarder=self.stream_forwarder, chain=chain, path=path)
 
     def add_routes(self, router: web.UrlDispatcher) -> None:
-        router.add_route("*", self.path + "/{stream_path:.+}", self._handle)
+        router.add_route("*", self.path + "/{stream_path:.+}", self.route)
 
-    async def _handle(self, request: web.Request) -> web.StreamResponse:
+    async def handle(self, request: web.Request) -> web.StreamResponse:
         bind_request_id("-")
         raw_path = request.raw_path.partition("?")[0]
         prefix = public_prefix(request)

@@ -9,6 +9,10 @@ in-memory state is per worker).
 SIGTERM or SIGINT to the supervisor is passed to every worker, each of which shuts down
 gracefully (``shutdown_timeout``); a worker that dies otherwise is restarted, unless workers
 keep dying, which ends the supervisor with an error rather than looping.
+
+Metrics are per worker too: worker ``i`` serves its own on ``[metrics] port + i``, and each
+is a scrape target (Prometheus sums them). One shared path on the proxy's own port would
+show whichever worker the kernel picked, so ``main_path`` is refused here.
 """
 
 from __future__ import annotations
@@ -39,16 +43,22 @@ def _worker(config: ProxyConfig, sock: socket.socket, index: int) -> None:
     log.info("worker %d (pid %d) serving", index, os.getpid())
     server = config.server
     run_server(
-        config.app(),
+        config.app(worker=index),
         event_loop=server.event_loop,
         tune_gc=server.tune_gc,
         sock=sock,
-        shutdown_timeout=server.shutdown_timeout,
         print=None,
+        **server.run_app_options(),
     )
 
 
 def serve_workers(config: ProxyConfig, host: str, port: int, workers: int) -> int:
+    if config.metrics is not None and config.metrics.main_path is not None:
+        log.error(
+            "metrics.main_path cannot be used with --workers: each scrape would reach one "
+            "worker at random; use the metrics listener (worker i listens on port + i)"
+        )
+        return 1
     sock = socket.create_server((host, port), backlog=config.server.backlog)
     sock.set_inheritable(True)
     log.info("listening on http://%s:%d with %d workers", host, sock.getsockname()[1], workers)

@@ -5,7 +5,8 @@ Run it in front of a real Electric:
     ELECTRIC_URL=http://localhost:3000/v1/shape ELECTRIC_SECRET=... \
         python examples/embed_in_aiohttp_app.py
 
-The app's own routes are untouched; the chain runs only on /api/shape.
+The app's own routes are untouched; the chain runs only on /api/shape. /healthz and /readyz
+report on the proxy, and the access log never shows a client's filters or secrets.
 """
 
 from __future__ import annotations
@@ -14,7 +15,15 @@ import os
 
 from aiohttp import web
 
-from electric_proxy import BearerAuth, Credentials, Principal, ShapePolicy, ShapeProxy
+from electric_proxy import (
+    AccessLogger,
+    BearerAuth,
+    Credentials,
+    Health,
+    Principal,
+    ShapePolicy,
+    ShapeProxy,
+)
 
 SESSIONS = web.AppKey("sessions", dict)
 
@@ -44,6 +53,7 @@ def make_app(electric_url: str, electric_secret: str) -> web.Application:
         ],
     )
     proxy.setup(app)
+    Health([proxy]).setup(app)
     return app
 
 
@@ -51,4 +61,5 @@ if __name__ == "__main__":
     web.run_app(
         make_app(os.environ["ELECTRIC_URL"], os.environ["ELECTRIC_SECRET"]),
         handler_cancellation=True,  # a client that leaves cancels its upstream request
+        access_log_class=AccessLogger,
     )

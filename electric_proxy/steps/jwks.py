@@ -20,8 +20,9 @@ tokens have as little say as possible in the proxy's behaviour:
 * Symmetric (``oct``) keys and keys marked for encryption are ignored: a published key set
   is public, so a secret in it would let anyone sign.
 
-The counters ``fetches``, ``failures`` and ``unavailable`` (503s answered) are there for
-tests and metrics.
+The counters ``fetches``, ``failures`` and ``unavailable`` (tokens that arrived while no key
+could be had) are there for tests and metrics; :meth:`JwksCache.load` lets a readiness
+check fetch the keys before the first token does.
 """
 
 from __future__ import annotations
@@ -208,6 +209,15 @@ class JwksCache:
                 headers={"Retry-After": str(retry_after)},
             )
         return found
+
+    async def load(self) -> bool:
+        """Fetch the key set now if none is cached (at most once per ``retry_interval``, or
+        joining the fetch in flight), wait for it, and say whether keys are cached."""
+        if not self._keys:
+            task = self._refresh_soon(self.retry_interval)
+            if task is not None:
+                await asyncio.wait([task])
+        return bool(self._keys)
 
     def _match(self, kid: str | None, alg: str) -> list[Key]:
         return [k for k in self._keys if (kid is None or k.kid == kid) and key_fits(k, alg)]

@@ -20,8 +20,11 @@ What it refuses, and why:
   Claims are only read after the signature is verified.
 
 Errors are 401 with ``WWW-Authenticate: Bearer`` and ``invalid_token`` (``expired_token``
-for an expired one); a 503 when the identity provider's keys cannot be had at all. No
-message, log line or error body ever contains the token.
+for an expired one). When the identity provider's keys cannot be had at all (no key was
+ever fetched), the step fails closed: ``when_unavailable = "reject"`` (the default) answers
+503 with ``Retry-After``; ``"fallback_keys"`` verifies with keys pinned in the config
+instead, which is as strict as ``public_keys``. No option lets an unverified token through.
+No message, log line or error body ever contains the token.
 
 :class:`TokenVerifier` is the one verification path; the gatekeeper's verifier step
 (:mod:`electric_proxy.steps.gatekeeper`) subclasses :class:`JwtAuth` to reuse it.
@@ -53,7 +56,7 @@ from pydantic import Field, PrivateAttr, SecretStr, field_validator
 from yarl import URL
 
 from ..chain import Principal
-from ..errors import Unauthorized
+from ..errors import ServiceUnavailable, Unauthorized
 from .auth import Authenticator, bearer_token
 from .jwks import JwksCache, key_fits
 
@@ -61,6 +64,7 @@ __all__ = [
     "HMAC_ALGORITHMS",
     "Algorithm",
     "ConfiguredAlgorithms",
+    "JwksKeys",
     "JwtAuth",
     "KeySource",
     "StaticKeys",
@@ -108,6 +112,32 @@ class ConfiguredAlgorithms(JWSRegistry):
         if not self.allowed or name not in self.allowed or name not in self.algorithms:
             raise UnsupportedAlgorithmError(f"algorithm {name!r} is not accepted")
         return self.algorithms[name]
+
+
+class JwksKeys:
+    """Keys from a JWKS cache, and what to do while it has none at all.
+
+    ``fallback`` (pinned keys from the config) verifies tokens only in that case; without it
+    the cache's 503 stands. ``outages`` counts both outcomes for metrics.
+    """
+
+    def __init__(
+        self, cache: JwksCache, fallback: StaticKeys | None, outages: dict[str, int]
+    ) -> None:
+        self.cache = cache
+        self.fallback = fallback
+        self.outages = outages
+
+    async def keys_for(self, kid: str | None, alg: str) -> Sequence[Key]:
+        try:
+            return await self.cache.keys_for(kid, alg)
+        except ServiceUnavailable:
+            fallback = self.fallback
+            if fallback is None:
+                self.outages["rejected"] += 1
+                raise
+        self.outages["fallback_keys"] += 1
+        return await fallback.keys_for(kid, alg)
 
 
 def import_public_key(text: str) -> Key:
@@ -282,9 +312,22 @@ class JwtAuth(Authenticator):
     jwks_allow_http: bool = Field(
         False, description="Allow a plain-http `jwks_url` to a non-loopback host"
     )
+    when_unavailable: Literal["reject", "fallback_keys"] = Field(
+        "reject",
+        description="While no key could ever be fetched from `jwks_url`: reject (503 with "
+        "Retry-After) or fallback_keys (verify with `jwks_fallback_keys`)",
+    )
+    jwks_fallback_keys: tuple[str, ...] | None = Field(
+        None,
+        min_length=1,
+        description="Pinned public keys (PEM or JWK) for when_unavailable = 'fallback_keys'",
+    )
 
     _verifier: TokenVerifier = PrivateAttr()
     _jwks: JwksCache | None = PrivateAttr(None)
+    _outages: dict[str, int] = PrivateAttr(
+        default_factory=lambda: {"rejected": 0, "fallback_keys": 0}
+    )
 
     @field_validator("algorithms")
     @classmethod
@@ -299,7 +342,7 @@ class JwtAuth(Authenticator):
             )
         return value
 
-    @field_validator("public_keys")
+    @field_validator("public_keys", "jwks_fallback_keys")
     @classmethod
     def _importable(cls, value: tuple[str, ...] | None) -> tuple[str, ...] | None:
         for text in value or ():
@@ -333,6 +376,15 @@ class JwtAuth(Authenticator):
         sources = [s for s in (self.secret, self.public_keys, self.jwks_url) if s is not None]
         if len(sources) != 1:
             raise ValueError("give exactly one of `secret`, `public_keys` or `jwks_url`")
+        fallback = self.when_unavailable == "fallback_keys"
+        if fallback and (self.jwks_url is None or self.jwks_fallback_keys is None):
+            raise ValueError(
+                "when_unavailable = 'fallback_keys' needs `jwks_url` and `jwks_fallback_keys`"
+            )
+        if self.jwks_fallback_keys is not None and not fallback:
+            raise ValueError(
+                "`jwks_fallback_keys` are only used with when_unavailable = 'fallback_keys'"
+            )
         hmac = [a for a in self.algorithms if a in HMAC_ALGORITHMS]
         keys: KeySource
         if self.secret is not None:
@@ -346,11 +398,7 @@ class JwtAuth(Authenticator):
         elif hmac:
             raise ValueError("HS256/HS384/HS512 need `secret`; keys and JWKS are public")
         elif self.public_keys is not None:
-            imported = [import_public_key(text) for text in self.public_keys]
-            for index, key in enumerate(imported):
-                if not any(key_fits(key, alg) for alg in self.algorithms):
-                    raise ValueError(f"public_keys[{index}] fits none of {list(self.algorithms)}")
-            keys = StaticKeys(imported)
+            keys = self._static_keys("public_keys", self.public_keys)
         else:
             url = URL(cast(str, self.jwks_url))
             if url.scheme != "https" and not (self.jwks_allow_http or _is_loopback(url.host)):
@@ -365,7 +413,12 @@ class JwtAuth(Authenticator):
                 retry_interval=self.jwks_retry_interval,
                 timeout=self.jwks_timeout,
             )
-            keys = self._jwks
+            pinned = self.jwks_fallback_keys
+            keys = JwksKeys(
+                self._jwks,
+                self._static_keys("jwks_fallback_keys", pinned) if pinned else None,
+                self._outages,
+            )
         self._verifier = TokenVerifier(
             algorithms=self.algorithms,
             keys=keys,
@@ -375,10 +428,31 @@ class JwtAuth(Authenticator):
             required_claims=self._required(),
         )
 
+    def _static_keys(self, option: str, texts: Sequence[str]) -> StaticKeys:
+        imported = [import_public_key(text) for text in texts]
+        for index, key in enumerate(imported):
+            if not any(key_fits(key, alg) for alg in self.algorithms):
+                raise ValueError(f"{option}[{index}] fits none of {list(self.algorithms)}")
+        return StaticKeys(imported)
+
     @property
     def jwks(self) -> JwksCache | None:
         """The JWKS cache (its counters feed tests and metrics), when keys come from a URL."""
         return self._jwks
+
+    @property
+    def outages(self) -> dict[str, int]:
+        """Tokens that arrived while no JWKS key could be had, by outcome: ``rejected``
+        (answered 503) and ``fallback_keys`` (verified with the pinned keys)."""
+        return dict(self._outages)
+
+    async def ready(self) -> str | None:
+        """Not ready while a JWKS step has no key and would reject tokens for it."""
+        if self._jwks is None or self.when_unavailable == "fallback_keys":
+            return None
+        if await self._jwks.load():
+            return None
+        return "the identity provider's signing keys could not be fetched"
 
     async def cleanup_ctx(self, app: web.Application) -> AsyncIterator[None]:
         """Open the JWKS session with the app and close it on shutdown."""

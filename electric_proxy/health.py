@@ -1,0 +1,218 @@
+"""``/healthz`` and ``/readyz``: is the process up, and can it serve requests right now.
+
+``/healthz`` answers ``200 {"status": "ok"}`` while the event loop runs (liveness).
+
+``/readyz`` answers ``200 {"status": "ready", "checks": {...}}`` only when every check
+passes, otherwise ``503 {"status": "unavailable", "checks": {...}}`` with each failed
+check's problem in words:
+
+* each endpoint's upstream answers through the proxy's own pooled session within
+  ``timeout``. For shapes that is Electric's ``GET /v1/health`` (beside the shape path, at
+  the upstream origin), which must be exactly ``200``: Electric says ``202`` while it starts
+  or waits for its replication lock. Durable Streams servers have no health route, so a
+  streams upstream counts as up when its base URL answers ``HEAD`` with any status below 500;
+* every step's :meth:`~electric_proxy.Step.ready` hook (a JWT step with a ``jwks_url`` is
+  not ready until its keys are loaded; the check fetches them);
+* the endpoint is not shutting down.
+
+``/readyz`` is reachable by anyone who reaches the proxy, so it is cheap to hit: concurrent
+probes share one run of the checks, and a result is reused for ``cache`` seconds (at most
+one upstream request per endpoint per second by default). Bodies never carry the upstream
+URL, a secret or an exception's text: problems are the fixed phrases below or what a step's
+``ready()`` returns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping, Sequence
+from types import MappingProxyType
+from typing import Any
+
+import aiohttp
+from aiohttp import hdrs, web
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from yarl import URL
+
+from .app import Endpoint
+from .chain import Step
+from .labels import route_label, step_labels
+from .streams import StreamProxy
+
+__all__ = [
+    "PROBE",
+    "Health",
+    "HealthSettings",
+    "electric_health_url",
+    "path_conflict",
+]
+
+log = logging.getLogger("electric_proxy.health")
+
+#: ``trace_request_ctx`` of readiness probes, so upstream tracing can tell them from traffic.
+PROBE: Mapping[str, Any] = MappingProxyType({"electric_proxy": "readiness probe"})
+
+_NO_STORE = {hdrs.CACHE_CONTROL: "no-store"}
+
+
+def electric_health_url(shape_url: URL) -> URL:
+    """Electric's health route for a shape URL: ``.../v1/shape`` becomes ``.../v1/health``."""
+    path = shape_url.path
+    if path.endswith("/shape"):
+        return shape_url.with_path(path.removesuffix("shape") + "health")
+    return shape_url.with_path("/v1/health")
+
+
+def path_conflict(path: str, shape_paths: Sequence[str], stream_paths: Sequence[str]) -> bool:
+    """Whether ``path`` would shadow, or be shadowed by, a proxied route."""
+    return path in shape_paths or any(
+        path == prefix or path.startswith(prefix + "/") for prefix in stream_paths
+    )
+
+
+class HealthSettings(BaseModel):
+    """The ``[health]`` section."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    enabled: bool = Field(True, description="Serve /healthz and /readyz on the proxy's listener")
+    healthz: str = Field("/healthz", description="Liveness path")
+    readyz: str = Field("/readyz", description="Readiness path")
+    timeout: float = Field(2.0, gt=0, le=30, description="Seconds each readiness check may take")
+    cache: float = Field(1.0, ge=0, le=60, description="Seconds a readiness answer is reused")
+
+    @field_validator("healthz", "readyz")
+    @classmethod
+    def _absolute(cls, value: str) -> str:
+        if not value.startswith("/") or value == "/":
+            raise ValueError("expected a path like /healthz")
+        return value
+
+    @model_validator(mode="after")
+    def _distinct(self) -> HealthSettings:
+        if self.healthz == self.readyz:
+            raise ValueError("healthz and readyz must be different paths")
+        return self
+
+
+class Health:
+    """Liveness and readiness routes for some endpoints, on the app that serves them."""
+
+    def __init__(
+        self,
+        endpoints: Sequence[Endpoint],
+        *,
+        healthz: str = "/healthz",
+        readyz: str = "/readyz",
+        timeout: float = 2.0,
+        cache: float = 1.0,
+    ) -> None:
+        self.settings = HealthSettings(healthz=healthz, readyz=readyz, timeout=timeout, cache=cache)
+        self.endpoints = tuple(endpoints)
+        shapes = [e.path for e in self.endpoints if not isinstance(e, StreamProxy)]
+        streams = [e.path for e in self.endpoints if isinstance(e, StreamProxy)]
+        for path in (healthz, readyz):
+            if path_conflict(path, shapes, streams):
+                raise ValueError(f"{path} is a proxied route; choose another health path")
+        self._answer: tuple[float, dict[str, str]] | None = None
+        self._running: asyncio.Task[dict[str, str]] | None = None
+
+    @classmethod
+    def from_settings(cls, endpoints: Sequence[Endpoint], settings: HealthSettings) -> Health:
+        return cls(
+            endpoints,
+            healthz=settings.healthz,
+            readyz=settings.readyz,
+            timeout=settings.timeout,
+            cache=settings.cache,
+        )
+
+    def setup(self, app: web.Application) -> None:
+        """Add the two routes to ``app``, the app the endpoints' upstream sessions live in."""
+        app.router.add_get(self.settings.healthz, self.healthz)
+        app.router.add_get(self.settings.readyz, self.readyz)
+
+    async def healthz(self, request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"}, headers=_NO_STORE)
+
+    async def readyz(self, request: web.Request) -> web.Response:
+        checks = await self.check(request)
+        ready = all(problem == "ok" for problem in checks.values())
+        body = {"status": "ready" if ready else "unavailable", "checks": checks}
+        return web.json_response(body, status=200 if ready else 503, headers=_NO_STORE)
+
+    async def check(self, request: web.Request) -> dict[str, str]:
+        """Every check's outcome, ``"ok"`` or its problem: shared and briefly reused."""
+        loop = asyncio.get_running_loop()
+        answer = self._answer
+        if answer is not None and loop.time() - answer[0] < self.settings.cache:
+            return answer[1]
+        if self._running is None:
+            sessions = {id(e): self._session(request, e) for e in self.endpoints}
+            self._running = loop.create_task(self._run(sessions))
+            self._running.add_done_callback(self._finished)
+        # Shielded: a prober that hangs up must not cancel the check the others wait on.
+        return await asyncio.shield(self._running)
+
+    def _finished(self, task: asyncio.Task[dict[str, str]]) -> None:
+        self._running = None
+        if not task.cancelled() and task.exception() is None:
+            self._answer = (asyncio.get_running_loop().time(), task.result())
+
+    @staticmethod
+    def _session(request: web.Request, endpoint: Endpoint) -> aiohttp.ClientSession | None:
+        try:
+            return endpoint.forwarder.session(request)
+        except KeyError:
+            return None
+
+    async def _run(self, sessions: Mapping[int, aiohttp.ClientSession | None]) -> dict[str, str]:
+        names: list[str] = []
+        probes = []
+        for endpoint in self.endpoints:
+            route = route_label(endpoint)
+            names.append(f"upstream {route}")
+            probes.append(self._upstream(endpoint, sessions[id(endpoint)]))
+            labels = step_labels(endpoint.steps)
+            for step in endpoint.steps:
+                if isinstance(step, Step) and type(step).ready is not Step.ready:
+                    names.append(f"{labels[id(step)]} {route}")
+                    probes.append(self._step(step))
+        outcomes = await asyncio.gather(*probes)
+        return {name: problem or "ok" for name, problem in zip(names, outcomes, strict=True)}
+
+    async def _upstream(
+        self, endpoint: Endpoint, session: aiohttp.ClientSession | None
+    ) -> str | None:
+        if endpoint.inflight.draining:
+            return "shutting down"
+        if session is None or session.closed:
+            return "the upstream session is not open"
+        if isinstance(endpoint, StreamProxy):
+            method, url = hdrs.METH_HEAD, endpoint.forwarder.url
+        else:
+            method, url = hdrs.METH_GET, electric_health_url(endpoint.forwarder.url)
+        timeout = aiohttp.ClientTimeout(total=self.settings.timeout)
+        try:
+            async with session.request(
+                method, url, timeout=timeout, allow_redirects=False, trace_request_ctx=PROBE
+            ) as response:
+                status = response.status
+        except TimeoutError:
+            return "the upstream did not answer in time"
+        except (aiohttp.ClientError, OSError) as exc:
+            return f"the upstream cannot be reached ({type(exc).__name__})"
+        if isinstance(endpoint, StreamProxy):
+            return None if status < 500 else f"the upstream answered {status}"
+        return None if status == 200 else f"Electric's health check answered {status}"
+
+    async def _step(self, step: Step) -> str | None:
+        try:
+            async with asyncio.timeout(self.settings.timeout):
+                return await step.ready()
+        except TimeoutError:
+            return "did not answer in time"
+        except Exception as exc:
+            log.warning("readiness check of %s failed", type(step).__name__, exc_info=exc)
+            return f"the check failed ({type(exc).__name__})"

@@ -1,0 +1,223 @@
+"""Held live requests: counted while held, ended cleanly when the app shuts down."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from aiohttp import web
+from conftest import ALICE, auth, standard_chain
+from multidict import MultiDict
+
+from electric_proxy import UPSTREAM_STATUS, Cors, ShapeProxy, UpstreamSettings
+from electric_proxy.inflight import live_kind
+from electric_proxy.testing.pytest_plugin import RunningUpstream
+
+
+@pytest.mark.parametrize(
+    ("query", "accept", "kind"),
+    [
+        ({"offset": "-1"}, "", None),
+        ({"live": "false"}, "", None),
+        ({"live": "true"}, "", "long_poll"),
+        ({"live": "true", "live_sse": "true"}, "", "sse"),
+        ({"live": "true", "experimental_live_sse": "true"}, "", "sse"),
+        ({"live": "true"}, "text/event-stream", "sse"),
+        ({"live": "long-poll"}, "", "long_poll"),
+        ({"live": "sse"}, "", "sse"),
+    ],
+)
+def test_live_kind(query: dict[str, str], accept: str, kind: str | None) -> None:
+    assert live_kind(MultiDict(query), accept) == kind
+
+
+def test_a_repeated_live_key_still_counts_as_live() -> None:
+    assert live_kind(MultiDict([("live", "false"), ("live", "long-poll")])) == "long_poll"
+
+
+async def eventually(condition: Callable[[], bool], within: float = 5.0) -> None:
+    for _ in range(int(within / 0.01)):
+        if condition():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("condition not reached")
+
+
+async def synced(client: Any) -> dict[str, str]:
+    resp = await client.get("/v1/shape", params={"offset": "-1"}, headers=auth(ALICE))
+    assert resp.status == 200
+    await resp.read()
+    return {
+        "handle": resp.headers["electric-handle"],
+        "offset": resp.headers["electric-offset"],
+    }
+
+
+async def proxy(
+    aiohttp_client: Any, upstream: RunningUpstream, chain: list[Any] | None = None
+) -> tuple[Any, ShapeProxy]:
+    shape_proxy = ShapeProxy(
+        upstream=UpstreamSettings(url=upstream.url),
+        chain=chain if chain is not None else standard_chain(upstream),
+    )
+    client = await aiohttp_client(shape_proxy.app())
+    return client, shape_proxy
+
+
+async def test_held_requests_are_counted(
+    aiohttp_client: Any, electric_upstream: RunningUpstream
+) -> None:
+    client, shape_proxy = await proxy(aiohttp_client, electric_upstream)
+    position = await synced(client)
+    electric = electric_upstream.electric
+    live = asyncio.create_task(
+        client.get("/v1/shape", params={**position, "live": "true"}, headers=auth(ALICE))
+    )
+    await electric.wait_until(lambda: electric.held == 1)
+    assert shape_proxy.inflight.held == {"long_poll": 1, "sse": 0}
+    electric.insert("todos", {"id": 9, "org_id": "acme", "title": "new", "done": False})
+    resp = await live
+    assert resp.status == 200
+    await resp.read()
+    assert shape_proxy.inflight.held == {"long_poll": 0, "sse": 0}
+
+
+async def test_shutdown_answers_a_waiting_long_poll_with_a_retryable_503(
+    aiohttp_client: Any, electric_upstream: RunningUpstream
+) -> None:
+    chain = [Cors(allow_origins=["https://app.example"]), *standard_chain(electric_upstream)]
+    client, shape_proxy = await proxy(aiohttp_client, electric_upstream, chain)
+    position = await synced(client)
+    electric = electric_upstream.electric
+    headers = {**auth(ALICE), "Origin": "https://app.example"}
+    live = asyncio.create_task(
+        client.get("/v1/shape", params={**position, "live": "true"}, headers=headers)
+    )
+    await electric.wait_until(lambda: electric.held == 1)
+    cancelled = electric.cancelled
+    await client.app.shutdown()
+    resp = await asyncio.wait_for(live, 2)
+    assert resp.status == 503
+    assert resp.headers["Retry-After"] == "0"
+    assert (await resp.json())["error"] == "shutting_down"
+    # Made inside the chain: the steps still decorate it, so a browser can read it.
+    assert resp.headers["Access-Control-Allow-Origin"] == "https://app.example"
+    # Its upstream request was cancelled with it.
+    await electric.wait_until(lambda: electric.cancelled == cancelled + 1)
+    assert shape_proxy.inflight.drained == 1
+    assert shape_proxy.inflight.held == {"long_poll": 0, "sse": 0}
+
+
+async def test_shutdown_ends_coalesced_long_polls_and_their_shared_request(
+    aiohttp_client: Any, electric_upstream: RunningUpstream
+) -> None:
+    client, shape_proxy = await proxy(aiohttp_client, electric_upstream)
+    position = await synced(client)
+    electric = electric_upstream.electric
+    waiting = [
+        asyncio.create_task(
+            client.get("/v1/shape", params={**position, "live": "true"}, headers=auth(ALICE))
+        )
+        for _ in range(3)
+    ]
+    await electric.wait_until(lambda: electric.held == 1)
+    await eventually(lambda: shape_proxy.inflight.held["long_poll"] == 3)
+    await client.app.shutdown()
+    for task in waiting:
+        assert (await asyncio.wait_for(task, 2)).status == 503
+    await electric.wait_until(lambda: electric.held == 0)
+
+
+async def test_shutdown_ends_an_sse_stream_cleanly(
+    aiohttp_client: Any, electric_upstream: RunningUpstream
+) -> None:
+    client, shape_proxy = await proxy(aiohttp_client, electric_upstream)
+    position = await synced(client)
+    electric = electric_upstream.electric
+    resp = await client.get(
+        "/v1/shape",
+        params={**position, "live": "true", "live_sse": "true"},
+        headers={**auth(ALICE), "Accept": "text/event-stream"},
+    )
+    assert resp.status == 200
+    await electric.wait_until(lambda: electric.held == 1)
+    assert shape_proxy.inflight.held["sse"] == 1
+    electric.insert("todos", {"id": 9, "org_id": "acme", "title": "streamed", "done": False})
+    first = await asyncio.wait_for(resp.content.readuntil(b"\n\n"), 2)
+    assert b"streamed" in first
+    await client.app.shutdown()
+    # The body ends as Electric ends it every 60 s: complete chunks, then a clean end.
+    rest = await asyncio.wait_for(resp.read(), 2)
+    assert rest == b"" or rest.endswith(b"\n\n")
+    await electric.wait_until(lambda: electric.held == 0)
+    assert shape_proxy.inflight.held["sse"] == 0
+
+
+async def test_requests_arriving_while_draining_end_at_once(
+    aiohttp_client: Any, electric_upstream: RunningUpstream
+) -> None:
+    client, shape_proxy = await proxy(aiohttp_client, electric_upstream)
+    position = await synced(client)
+    await shape_proxy.inflight.drain(client.app)
+    resp = await client.get("/v1/shape", params={**position, "live": "true"}, headers=auth(ALICE))
+    assert resp.status == 503
+    # Catch-up requests are not affected.
+    resp = await client.get("/v1/shape", params={"offset": "-1"}, headers=auth(ALICE))
+    assert resp.status == 200
+
+
+async def test_a_client_leaving_while_draining_is_still_a_disconnect(
+    aiohttp_client: Any, electric_upstream: RunningUpstream
+) -> None:
+    client, shape_proxy = await proxy(aiohttp_client, electric_upstream)
+    position = await synced(client)
+    electric = electric_upstream.electric
+    live = asyncio.create_task(
+        client.get("/v1/shape", params={**position, "live": "true"}, headers=auth(ALICE))
+    )
+    await electric.wait_until(lambda: electric.held == 1)
+    live.cancel()
+    await electric.wait_until(lambda: electric.held == 0)
+    assert shape_proxy.inflight.held["long_poll"] == 0
+    assert shape_proxy.inflight.drained == 0
+
+
+async def test_the_upstream_status_is_recorded(
+    aiohttp_client: Any, electric_upstream: RunningUpstream
+) -> None:
+    seen: list[int | None] = []
+
+    async def look(request: web.Request, handler: Any) -> web.StreamResponse:
+        response = await handler(request)
+        seen.append(request.get(UPSTREAM_STATUS))
+        return response
+
+    client, _ = await proxy(aiohttp_client, electric_upstream, [look])
+    resp = await client.get("/v1/shape", params={"offset": "-1", "table": "todos"})
+    assert resp.status == 401  # no secret: Electric refused
+    assert seen == [401]
+
+
+async def test_a_proxy_mounted_as_a_sub_app_is_drained_with_its_parent(
+    aiohttp_client: Any, electric_upstream: RunningUpstream
+) -> None:
+    shape_proxy = ShapeProxy(
+        upstream=electric_upstream.url, chain=standard_chain(electric_upstream)
+    )
+    root = web.Application()
+    root.add_subapp("/electric", shape_proxy.app())
+    client = await aiohttp_client(root)
+    resp = await client.get("/electric/v1/shape", params={"offset": "-1"}, headers=auth(ALICE))
+    position = {
+        "handle": resp.headers["electric-handle"],
+        "offset": resp.headers["electric-offset"],
+    }
+    electric = electric_upstream.electric
+    live = asyncio.create_task(
+        client.get("/electric/v1/shape", params={**position, "live": "true"}, headers=auth(ALICE))
+    )
+    await electric.wait_until(lambda: electric.held == 1)
+    await root.shutdown()
+    assert (await asyncio.wait_for(live, 2)).status == 503
