@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
+import sys
+from collections.abc import Mapping
 from typing import Any
 
 import pytest
@@ -37,4 +41,17 @@ async def shape_client(proxy_client: Any, electric_upstream: RunningUpstream) ->
     """A proxy with the standard chain, client filters allowed on title and done."""
     return await proxy_client(
         standard_chain(electric_upstream, client_where=True, filter_columns=["title", "done"])
+    )
+
+
+async def run_cli(*args: str, env: Mapping[str, str] | None = None) -> asyncio.subprocess.Process:
+    """`electric-proxy <args>` in a subprocess, its stdout and stderr merged into one pipe."""
+    return await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "electric_proxy.cli",
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+        env={**os.environ, **(env or {})},
     )

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
+from conftest import run_cli
 
 from electric_proxy.demo import DEMO_TOKENS
 
@@ -84,16 +85,7 @@ async def _wait_for_line(stream: asyncio.StreamReader, needle: str) -> str:
 
 
 async def test_demo_shows_each_user_only_their_org() -> None:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "electric_proxy.cli",
-        "demo",
-        "--port",
-        "0",
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
+    proc = await run_cli("demo", "--port", "0")
     assert proc.stdout is not None
     try:
         text = await _wait_for_line(proc.stdout, "Ctrl-C stops the demo")
@@ -139,18 +131,7 @@ async def serving(
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     config = f'[server]\nport = {port}\n{server}[upstream]\nurl = "{base}/v1/shape"\n{chain}'
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "electric_proxy.cli",
-        "serve",
-        "--config",
-        str(write_config(tmp_path, config)),
-        *args,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-        env={**os.environ, **(env or {})},
-    )
+    proc = await run_cli("serve", "--config", str(write_config(tmp_path, config)), *args, env=env)
     assert proc.stdout is not None
     served = Served(proc, proc.stdout, f"http://127.0.0.1:{port}/v1/shape")
     try:

@@ -5,10 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import signal
 import socket
-import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +15,7 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
+from conftest import run_cli
 from test_cli import _wait_for_line
 
 SECRET = "ops-secret-value-0123456789"
@@ -102,18 +101,8 @@ async def serve(
 ) -> AsyncIterator[Proxy]:
     path = tmp_path / "proxy.toml"
     path.write_text(config)
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "electric_proxy.cli",
-        "serve",
-        "--config",
-        str(path),
-        *args,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-        env={**os.environ, "ELECTRIC_SECRET": SECRET, "ALICE_TOKEN": TOKEN},
-    )
+    env = {"ELECTRIC_SECRET": SECRET, "ALICE_TOKEN": TOKEN}
+    proc = await run_cli("serve", "--config", str(path), *args, env=env)
     assert proc.stdout is not None
     port = next(line for line in config.splitlines() if line.startswith("port = "))[7:]
     proxy = Proxy(proc, f"http://127.0.0.1:{port}")
@@ -263,18 +252,7 @@ async def test_workers_refuse_metrics_on_the_shared_port(tmp_path: Path) -> None
     )
     path = tmp_path / "proxy.toml"
     path.write_text(config)
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "electric_proxy.cli",
-        "serve",
-        "--config",
-        str(path),
-        "--workers",
-        "2",
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
+    proc = await run_cli("serve", "--config", str(path), "--workers", "2")
     output = (await asyncio.wait_for(proc.communicate(), 20))[0].decode()
     assert proc.returncode == 1
     assert "metrics.main_path cannot be used with --workers" in output
