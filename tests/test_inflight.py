@@ -55,6 +55,19 @@ async def synced(client: Any) -> dict[str, str]:
     }
 
 
+async def held_long_poll(
+    client: Any, upstream: RunningUpstream, headers: dict[str, str] | None = None
+) -> asyncio.Task[Any]:
+    """Sync Alice, then send her live request and return once Electric holds it."""
+    position = await synced(client)
+    live = asyncio.create_task(
+        client.get("/v1/shape", params={**position, "live": "true"}, headers=headers or auth(ALICE))
+    )
+    electric = upstream.electric
+    await electric.wait_until(lambda: electric.held == 1)
+    return live
+
+
 async def proxy(
     aiohttp_client: Any, upstream: RunningUpstream, chain: list[Any] | None = None
 ) -> tuple[Any, ShapeProxy]:
@@ -70,12 +83,8 @@ async def test_held_requests_are_counted(
     aiohttp_client: Any, electric_upstream: RunningUpstream
 ) -> None:
     client, shape_proxy = await proxy(aiohttp_client, electric_upstream)
-    position = await synced(client)
+    live = await held_long_poll(client, electric_upstream)
     electric = electric_upstream.electric
-    live = asyncio.create_task(
-        client.get("/v1/shape", params={**position, "live": "true"}, headers=auth(ALICE))
-    )
-    await electric.wait_until(lambda: electric.held == 1)
     assert shape_proxy.inflight.held == {"long_poll": 1, "sse": 0}
     electric.insert("todos", {"id": 9, "org_id": "acme", "title": "new", "done": False})
     resp = await live
@@ -89,13 +98,9 @@ async def test_shutdown_answers_a_waiting_long_poll_with_a_retryable_503(
 ) -> None:
     chain = [Cors(allow_origins=["https://app.example"]), *standard_chain(electric_upstream)]
     client, shape_proxy = await proxy(aiohttp_client, electric_upstream, chain)
-    position = await synced(client)
-    electric = electric_upstream.electric
     headers = {**auth(ALICE), "Origin": "https://app.example"}
-    live = asyncio.create_task(
-        client.get("/v1/shape", params={**position, "live": "true"}, headers=headers)
-    )
-    await electric.wait_until(lambda: electric.held == 1)
+    live = await held_long_poll(client, electric_upstream, headers)
+    electric = electric_upstream.electric
     cancelled = electric.cancelled
     await client.app.shutdown()
     resp = await asyncio.wait_for(live, 2)
@@ -172,12 +177,8 @@ async def test_a_client_leaving_while_draining_is_still_a_disconnect(
     aiohttp_client: Any, electric_upstream: RunningUpstream
 ) -> None:
     client, shape_proxy = await proxy(aiohttp_client, electric_upstream)
-    position = await synced(client)
+    live = await held_long_poll(client, electric_upstream)
     electric = electric_upstream.electric
-    live = asyncio.create_task(
-        client.get("/v1/shape", params={**position, "live": "true"}, headers=auth(ALICE))
-    )
-    await electric.wait_until(lambda: electric.held == 1)
     live.cancel()
     await electric.wait_until(lambda: electric.held == 0)
     assert shape_proxy.inflight.held["long_poll"] == 0
