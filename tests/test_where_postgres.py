@@ -22,12 +22,13 @@ import tempfile
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from electric_proxy.testing import unavailable
 from electric_proxy.where import (
     ServerFilter,
     WhereError,
@@ -58,12 +59,6 @@ ROWS = [
     (15, "b", "a", None),
 ]
 VISIBLE = {row[0] for row in ROWS if row[1] == TENANT and row[3] is None}
-
-
-def _unavailable(reason: str) -> NoReturn:
-    if os.environ.get("CI"):
-        pytest.fail(reason)
-    pytest.skip(reason)
 
 
 def _bindir() -> Path | None:
@@ -97,11 +92,11 @@ def postgres() -> Iterator[Any]:
     """A seeded private cluster for the whole session, stopped and deleted afterwards."""
     bindir = _bindir()
     if bindir is None:
-        _unavailable("PostgreSQL server binaries not found (Debian: apt-get install postgresql)")
+        unavailable("PostgreSQL server binaries not found (Debian: apt-get install postgresql)")
     try:
         import psycopg
     except ImportError:
-        _unavailable('psycopg is not installed (pip install "psycopg[binary]")')
+        unavailable('psycopg is not installed (pip install "psycopg[binary]")')
 
     as_user: list[str] = []
     owner: tuple[int, int] | None = None
@@ -109,10 +104,10 @@ def postgres() -> Iterator[Any]:
         try:
             account = pwd.getpwnam("postgres")
         except KeyError:
-            _unavailable("running as root and there is no 'postgres' user to run the server")
+            unavailable("running as root and there is no 'postgres' user to run the server")
         runuser = shutil.which("runuser")
         if runuser is None:
-            _unavailable("running as root and runuser(1) is missing")
+            unavailable("running as root and runuser(1) is missing")
         as_user = [runuser, "-u", "postgres", "--"]
         owner = (account.pw_uid, account.pw_gid)
 

@@ -9,9 +9,19 @@ With ``electric-proxy`` installed, pytest loads the fixtures automatically::
 
 from __future__ import annotations
 
+import os
+from typing import NoReturn
+
 from .upstream import Column, FakeElectric, RecordedRequest
 
-__all__ = ["TENANT_ROWS", "Column", "FakeElectric", "RecordedRequest", "two_tenant_upstream"]
+__all__ = [
+    "TENANT_ROWS",
+    "Column",
+    "FakeElectric",
+    "RecordedRequest",
+    "two_tenant_upstream",
+    "unavailable",
+]
 
 TENANT_ROWS = (
     {"id": 1, "org_id": "acme", "title": "Ship the proxy", "done": False},
@@ -35,3 +45,15 @@ def two_tenant_upstream(secret: str | None = None, **options: float | int | bool
         TENANT_ROWS,
     )
     return upstream
+
+
+def unavailable(reason: str) -> NoReturn:
+    """A test's real prerequisite (a server, a browser) is missing: fail under CI, else skip.
+
+    CI installs every prerequisite, so there a missing one is a broken set-up, never a pass.
+    """
+    import pytest  # here, not at the top: the demo uses this package without pytest installed
+
+    if os.environ.get("CI"):
+        pytest.fail(reason, pytrace=False)
+    pytest.skip(reason)

@@ -7,6 +7,7 @@ made here at compile time; the row-time behaviour lives in `_where_logic`.
 
 from __future__ import annotations
 
+import abc
 from collections.abc import Callable, Mapping
 from typing import Any, Final, cast
 
@@ -67,12 +68,12 @@ def _operator(
     raise _at(location, f"unknown binary operator {_identifier([name])}")
 
 
-class _OperatorCompiler(_TypeResolver):
+class _OperatorCompiler(_TypeResolver, abc.ABC):
     """The `A_Expr` half of the compiler: operators, IN, BETWEEN, IS DISTINCT FROM, ANY/ALL."""
 
+    @abc.abstractmethod
     def compile(self, node: Any) -> _Expr:
         """Compile an operand; the subclass knows every other node type."""
-        raise NotImplementedError
 
     def binary(self, name: str, left: _Expr, right: _Expr, location: int) -> _Expr:
         impl, left_type, right_type, result = _operator(name, left.type, right.type, location)

@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import pytest
 from aiohttp import web
 from aiohttp.typedefs import Handler as AppHandler
 from aiohttp.typedefs import Middleware as AppMiddleware
@@ -26,7 +25,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 
 from electric_proxy import BearerAuth, Credentials, ShapePolicy, ShapeProxy, StaticToken
 from electric_proxy.chain import Handler, Middleware
-from electric_proxy.testing import TENANT_ROWS, FakeElectric, two_tenant_upstream
+from electric_proxy.testing import TENANT_ROWS, FakeElectric, two_tenant_upstream, unavailable
 
 E2E_DIR = Path(__file__).resolve().parent
 ROOT = E2E_DIR.parent.parent
@@ -76,9 +75,7 @@ def require_prerequisites(*, browser: bool = False) -> str:
     if missing:
         reason = "end-to-end prerequisites missing: " + "; ".join(missing)
         reason += ". Run scripts/e2e-setup (as root) to install them."
-        if os.environ.get("CI"):
-            pytest.fail(reason, pytrace=False)
-        pytest.skip(reason)
+        unavailable(reason)
     assert node is not None
     return node
 

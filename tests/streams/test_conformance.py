@@ -23,7 +23,7 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import aiohttp
 import pytest
@@ -37,6 +37,7 @@ from electric_proxy import (
     StreamProxy,
     StreamRule,
 )
+from electric_proxy.testing import unavailable
 
 HERE = Path(__file__).resolve().parent
 NODE_MODULES = HERE / "node_modules"
@@ -50,30 +51,24 @@ LONG_POLL_TIMEOUT_MS = 3000
 SUITE_TIMEOUT_S = 130.0  # one run takes about 30 s
 
 
-def _unavailable(reason: str) -> NoReturn:
-    if os.environ.get("CI"):
-        pytest.fail(reason)
-    pytest.skip(reason)
-
-
 def _check_node_deps() -> str:
     """The node binary; fails (in CI) or skips when it or the pinned packages are missing."""
     node = shutil.which("node")
     if node is None:
-        _unavailable("node is not installed (Node >= 20); then run scripts/streams-setup")
+        unavailable("node is not installed (Node >= 20); then run scripts/streams-setup")
     pinned = json.loads((HERE / "package.json").read_text())["dependencies"]
     for name, version in pinned.items():
         manifest = NODE_MODULES / name / "package.json"
         try:
             installed = json.loads(manifest.read_text())["version"]
         except (OSError, ValueError, KeyError):
-            _unavailable(f"npm package {name} is not installed: run scripts/streams-setup")
+            unavailable(f"npm package {name} is not installed: run scripts/streams-setup")
         if installed != version:
-            _unavailable(
+            unavailable(
                 f"npm package {name} is {installed}, {version} is pinned: run scripts/streams-setup"
             )
     if not os.access(VITEST, os.X_OK):
-        _unavailable("tests/streams/node_modules/.bin/vitest is missing: run scripts/streams-setup")
+        unavailable("tests/streams/node_modules/.bin/vitest is missing: run scripts/streams-setup")
     return node
 
 
