@@ -2,12 +2,15 @@
 
 from .access_log import AccessLogger, JsonAccessLogger
 from .app import ShapeProxy
+from .caching import SAME_FOR_EVERYONE, make_private, merge_vary
 from .chain import (
     PRINCIPAL,
+    ROUTE,
     UPSTREAM,
     Handler,
     Middleware,
     Principal,
+    Route,
     Step,
     UpstreamRequest,
     client_query,
@@ -41,23 +44,26 @@ from .steps.bearer import BearerAuth, StaticToken
 from .steps.cors import Cors
 from .steps.credentials import Credentials
 from .steps.gatekeeper import GatekeeperIssuer, GatekeeperVerifier, Grant, ShapeClaim
-from .steps.headers import ResponseHeaders, merge_vary
+from .steps.headers import ResponseHeaders
 from .steps.jwks import JwksCache
 from .steps.jwt import JwtAuth
 from .steps.policy import ShapePolicy, ShapeRule
 from .steps.request_id import CLIENT_IP, REQUEST_ID, RequestId
 from .steps.stream_policy import StreamPolicy, StreamRule
-from .streams import STREAM_PATH, StreamPath, StreamProxy
+from .streams import FORK_SOURCE, STREAM_PATH, StreamPath, StreamProxy
 
 __version__ = "0.1.0"
 
 __all__ = [
     "CLIENT_IP",
     "ENTRY_POINT_GROUP",
+    "FORK_SOURCE",
     "METRICS",
     "PRINCIPAL",
     "REFUSAL",
     "REQUEST_ID",
+    "ROUTE",
+    "SAME_FOR_EVERYONE",
     "STREAM_PATH",
     "UPSTREAM",
     "UPSTREAM_STATUS",
@@ -94,6 +100,7 @@ __all__ = [
     "RequestId",
     "RequestIdLogFilter",
     "ResponseHeaders",
+    "Route",
     "ServiceUnavailable",
     "ShapeClaim",
     "ShapePolicy",
@@ -119,6 +126,7 @@ __all__ = [
     "client_query",
     "current_request_id",
     "load_config",
+    "make_private",
     "merge_vary",
     "parse_config",
 ]
