@@ -19,6 +19,7 @@ from yarl import URL
 from .chain import UPSTREAM, Handler, Middleware, Step, UpstreamRequest, compose
 from .errors import MethodNotAllowed, NotFound
 from .forward import Forwarder, UpstreamSettings
+from .http_server import own_application
 from .inflight import InFlight
 from .logs import bind_request_id
 from .protocol import FORWARDED_REQUEST_HEADERS, SHAPE_METHODS
@@ -72,8 +73,13 @@ class Endpoint(abc.ABC):
                 app.cleanup_ctx.append(step.cleanup_ctx)
 
     def app(self) -> web.Application:
-        """A fresh application holding only this endpoint (standalone or as a sub-app)."""
+        """A fresh application holding only this endpoint (standalone or as a sub-app).
+
+        Being the proxy's own, every answer it makes is the proxy's JSON, its router's
+        404 and 405 included (:func:`~electric_proxy.http_server.own_application`).
+        """
         app = web.Application()
+        own_application(app)
         self.setup(app)
         return app
 
