@@ -33,6 +33,7 @@ from .errors import (
 )
 from .forward import UPSTREAM_STATUS, UpstreamResponse, UpstreamSettings
 from .health import Health, HealthSettings
+from .http_server import ProxyRunner, own_application, server_options
 from .logs import RequestIdLogFilter, current_request_id
 from .metrics import METRICS, Metrics, MetricsSettings
 from .registry import ENTRY_POINT_GROUP, available_steps, build_step
@@ -90,6 +91,7 @@ __all__ = [
     "Principal",
     "ProxyConfig",
     "ProxyError",
+    "ProxyRunner",
     "Refusal",
     "RequestId",
     "RequestIdLogFilter",
@@ -120,5 +122,7 @@ __all__ = [
     "current_request_id",
     "load_config",
     "merge_vary",
+    "own_application",
     "parse_config",
+    "server_options",
 ]
