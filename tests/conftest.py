@@ -68,6 +68,8 @@ async def send_raw(port: int, data: bytes) -> tuple[int, dict[str, str], bytes]:
     finally:
         writer.close()
     head, _, body = raw.partition(b"\r\n\r\n")
+    while head.split(b" ", 2)[1].startswith(b"1"):  # 100 Continue precedes the answer
+        head, _, body = body.partition(b"\r\n\r\n")
     status_line, *lines = head.decode("latin-1").split("\r\n")
     headers = {}
     for line in lines:
