@@ -36,6 +36,7 @@ from .errors import (
 )
 from .forward import UPSTREAM_STATUS, UpstreamResponse, UpstreamSettings
 from .health import Health, HealthSettings
+from .http_server import ProxyRunner, own_application, server_options
 from .logs import RequestIdLogFilter, current_request_id
 from .metrics import METRICS, Metrics, MetricsSettings
 from .registry import ENTRY_POINT_GROUP, available_steps, build_step
@@ -96,6 +97,7 @@ __all__ = [
     "Principal",
     "ProxyConfig",
     "ProxyError",
+    "ProxyRunner",
     "Refusal",
     "RequestId",
     "RequestIdLogFilter",
@@ -128,5 +130,7 @@ __all__ = [
     "load_config",
     "make_private",
     "merge_vary",
+    "own_application",
     "parse_config",
+    "server_options",
 ]

@@ -32,6 +32,7 @@ from .chain import (
 )
 from .errors import MethodNotAllowed, NotFound, ProxyError
 from .forward import Forwarder, UpstreamSettings
+from .http_server import own_application
 from .inflight import InFlight
 from .logs import bind_request_id
 from .protocol import ELECTRIC_EXPOSED_HEADERS, FORWARDED_REQUEST_HEADERS, SHAPE_METHODS
@@ -130,8 +131,13 @@ class Endpoint(abc.ABC):
                 app.cleanup_ctx.append(step.cleanup_ctx)
 
     def app(self) -> web.Application:
-        """A fresh application holding only this endpoint (standalone or as a sub-app)."""
+        """A fresh application holding only this endpoint (standalone or as a sub-app).
+
+        Being the proxy's own, every answer it makes is the proxy's JSON, its router's
+        404 and 405 included (:func:`~electric_proxy.http_server.own_application`).
+        """
         app = web.Application()
+        own_application(app)
         self.setup(app)
         return app
 

@@ -24,7 +24,7 @@ from aiohttp import web
 from multidict import CIMultiDict, MultiDict, MultiMapping
 from pydantic import BaseModel, ConfigDict
 
-from .errors import DuplicateParameter, ProxyError
+from .errors import DuplicateParameter, answer_for
 from .protocol import PARAMS_PREFIX, PASS_THROUGH_PARAMS, SINGLE_VALUED_PARAMS
 
 __all__ = [
@@ -182,8 +182,8 @@ def _guarded(step: Middleware, inner: Handler) -> Handler:
     async def run(request: web.Request) -> web.StreamResponse:
         try:
             return await step(request, inner)
-        except ProxyError as exc:
-            return exc.to_response(step)
+        except Exception as exc:  # a step's bug must not skip the outer steps
+            return answer_for(exc, step)
 
     return run
 
@@ -192,8 +192,8 @@ def _guarded_endpoint(endpoint: Handler) -> Handler:
     async def run(request: web.Request) -> web.StreamResponse:
         try:
             return await endpoint(request)
-        except ProxyError as exc:
-            return exc.to_response()
+        except Exception as exc:
+            return answer_for(exc)
 
     return run
 

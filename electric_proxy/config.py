@@ -40,6 +40,7 @@ from .caching import CacheMode
 from .chain import Step
 from .forward import UpstreamSettings
 from .health import HealthSettings, path_conflict
+from .http_server import own_application
 from .metrics import MetricsSettings, metrics_available
 from .ops import add_operations
 from .registry import RegistryError, build_step
@@ -163,6 +164,7 @@ class ProxyConfig:
         ``worker`` is the index of a ``serve --workers`` process (its metrics port offset).
         """
         app = web.Application()
+        own_application(app)
         endpoints: list[Endpoint] = []
         if self.upstream is not None:
             endpoints.append(self.build())

@@ -18,6 +18,7 @@ from aiohttp import web
 
 from .cli import raise_open_file_limit
 from .config import parse_config
+from .http_server import ProxyRunner
 from .testing import TENANT_ROWS, two_tenant_upstream
 
 __all__ = ["DEMO_TOKENS", "demo_config", "run_demo"]
@@ -93,7 +94,7 @@ async def _serve(host: str, port: int) -> None:
     up_port = up_runner.addresses[0][1]
 
     config = parse_config(demo_config(f"http://127.0.0.1:{up_port}/v1/shape", secret))
-    runner = web.AppRunner(config.build().app(), handler_cancellation=True)
+    runner = ProxyRunner(config.build().app(), **config.server.run_app_options())
     await runner.setup()
     await web.TCPSite(runner, host, port).start()
     bound = runner.addresses[0][1]

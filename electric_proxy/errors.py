@@ -21,17 +21,26 @@ must be safe for the client: never a secret, a token or the upstream URL.
 
 Each error response carries a :class:`Refusal` under :data:`REFUSAL` (status, code and the
 step that raised), which is what metrics count: bounded values, never the message.
+
+:func:`answer_for` answers *any* exception in this shape: aiohttp's own HTTP errors (an
+unknown path, a method the router has no route for) become the class of their status, and
+anything unexpected is logged (class and traceback, never its message) and becomes a 500
+``internal_error``. :func:`json_errors` applies it to a whole application the proxy builds.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from aiohttp import web
+from aiohttp import hdrs, web
+from aiohttp.typedefs import Handler
+
+from .logs import describe_exception
 
 __all__ = [
     "REFUSAL",
@@ -50,8 +59,14 @@ __all__ = [
     "Unauthorized",
     "UpstreamTimeout",
     "UpstreamUnavailable",
+    "answer_for",
+    "as_proxy_error",
+    "error_for_status",
     "error_response",
+    "json_errors",
 ]
+
+log = logging.getLogger("electric_proxy.errors")
 
 
 @dataclass(frozen=True, slots=True)
@@ -211,3 +226,73 @@ class UpstreamUnavailable(ProxyError):
 class UpstreamTimeout(ProxyError):
     status = 504
     code = "upstream_timeout"
+
+
+_BY_STATUS: dict[int, type[ProxyError]] = {
+    cls.status: cls
+    for cls in (
+        BadRequest,
+        Forbidden,
+        NotFound,
+        MethodNotAllowed,
+        PayloadTooLarge,
+        ServiceUnavailable,
+        UpstreamUnavailable,
+        UpstreamTimeout,
+    )
+}
+
+
+def error_for_status(
+    status: int, message: str, headers: Mapping[str, str] | None = None
+) -> ProxyError:
+    """The error of the hierarchy for an HTTP status someone else chose (aiohttp, mostly).
+
+    A status without a class of its own becomes ``bad_request`` (4xx) or ``internal_error``.
+    Of ``headers`` only ``Allow`` and ``Retry-After`` are kept: they tell a client what to do.
+    """
+    headers = headers or {}
+    if status == Unauthorized.status:
+        return Unauthorized(message)
+    if status == TooManyRequests.status:
+        retry = headers.get(hdrs.RETRY_AFTER, "")
+        return TooManyRequests(message, retry_after=float(retry) if retry.isdigit() else 1)
+    cls = _BY_STATUS.get(status, BadRequest if status < 500 else ProxyError)
+    allow = headers.get(hdrs.ALLOW)
+    return cls(message, headers={hdrs.ALLOW: allow} if allow is not None else None)
+
+
+def as_proxy_error(exc: Exception, where: object | None = None) -> ProxyError:
+    """``exc`` as the error the client is told about; an unexpected one is logged here.
+
+    ``where`` (a step, or ``None`` for the endpoint) only names the place in the log line.
+    """
+    if isinstance(exc, ProxyError):
+        return exc
+    if isinstance(exc, web.HTTPException) and exc.status >= 400:
+        return error_for_status(exc.status, exc.reason or "error", exc.headers)
+    place = "the endpoint"
+    if where is not None:
+        place = getattr(where, "__qualname__", type(where).__name__)
+    log.error("unexpected %s in %s\n%s", type(exc).__name__, place, describe_exception(exc))
+    return ProxyError("the proxy failed to handle this request")
+
+
+def answer_for(exc: Exception, step: object | None = None) -> web.Response:
+    """The JSON answer for ``exc``, raised by ``step`` (``None``: outside any step).
+
+    An ``HTTPException`` below 400 (a redirect) is an answer, not an error: it is re-raised.
+    """
+    if isinstance(exc, web.HTTPException) and exc.status < 400:
+        raise exc
+    return as_proxy_error(exc, step).to_response(step)
+
+
+@web.middleware
+async def json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every error of the application as the proxy's JSON, router 404s and 405s included."""
+    try:
+        response: web.StreamResponse = await handler(request)
+    except Exception as exc:
+        return answer_for(exc)
+    return response

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import contextvars
 import logging
+import traceback
 
-__all__ = ["RequestIdLogFilter", "bind_request_id", "current_request_id"]
+__all__ = ["RequestIdLogFilter", "bind_request_id", "current_request_id", "describe_exception"]
 
 _current: contextvars.ContextVar[str] = contextvars.ContextVar(
     "electric_proxy_request_id", default="-"
@@ -33,3 +34,23 @@ class RequestIdLogFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         record.request_id = current_request_id()
         return True
+
+
+def describe_exception(exc: BaseException) -> str:
+    """An exception as a log may show it: class names and code locations, never messages.
+
+    A message can quote what caused it (a header value, a token, a body), so only the
+    type and the traceback's frames are kept, for each exception of a chain.
+    """
+    lines: list[str] = []
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        kind = type(current)
+        if lines:
+            lines.append("raised while handling:")
+        lines.append(f"{kind.__module__}.{kind.__qualname__} (message withheld)")
+        lines += [line.rstrip("\n") for line in traceback.format_tb(current.__traceback__)]
+        current = current.__cause__ or current.__context__
+    return "\n".join(lines)

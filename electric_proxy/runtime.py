@@ -9,17 +9,26 @@ went 20% faster. uvloop is opt-in: it took the burst to 1.6 s and small response
 but streamed 1 MB bodies 25% slower and let memory grow with body size (170 MB instead of
 105 MB for 64 streams of 10 MB). Embedders keep their own process settings: this module is
 only used by ``electric-proxy serve``.
+
+:func:`run_server` does what ``web.run_app`` does (serve until SIGTERM or SIGINT, then shut
+down gracefully) on a :class:`~electric_proxy.http_server.ProxyRunner`, which ``run_app``
+cannot be given: that runner is what keeps request bytes out of the log and the answers.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import importlib.util
 import logging
+import socket
+from collections.abc import Callable
 from typing import Any, Literal
 
 from aiohttp import web
+
+from .http_server import ProxyRunner
 
 __all__ = [
     "EventLoopChoice",
@@ -67,15 +76,85 @@ def new_event_loop(choice: EventLoopChoice) -> asyncio.AbstractEventLoop:
     return asyncio.new_event_loop()
 
 
+async def _serve(
+    app: web.Application,
+    *,
+    host: str | None,
+    port: int | None,
+    sock: socket.socket | None,
+    backlog: int,
+    print: Callable[[str], None] | None,
+    runner_options: dict[str, Any],
+) -> None:
+    runner = ProxyRunner(app, handle_signals=True, **runner_options)
+    await runner.setup()
+    try:
+        site: web.BaseSite
+        if sock is not None:
+            site = web.SockSite(runner, sock, backlog=backlog)
+        else:
+            site = web.TCPSite(runner, host, port, backlog=backlog)
+        await site.start()
+        if print is not None:
+            print(f"======== Running on {site.name} ========\n(Press CTRL+C to quit)")
+        await asyncio.Event().wait()
+    finally:
+        await runner.cleanup()
+
+
+def _cancel_remaining(loop: asyncio.AbstractEventLoop) -> None:
+    tasks = asyncio.all_tasks(loop)
+    for task in tasks:
+        task.cancel()
+    loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
+
+
 def run_server(
     app: web.Application,
     *,
     event_loop: EventLoopChoice,
     tune_gc: bool,
-    **run_app_options: Any,
+    host: str | None = None,
+    port: int | None = None,
+    sock: socket.socket | None = None,
+    backlog: int = 128,
+    print: Callable[[str], None] | None = None,
+    keepalive_timeout: float = 75.0,
+    **runner_options: Any,
 ) -> None:
-    """``web.run_app`` on the configured loop, the collector tuned once the app is built."""
+    """Serve ``app`` until SIGTERM or SIGINT on the configured loop, the collector tuned.
+
+    ``runner_options`` go to :class:`~electric_proxy.http_server.ProxyRunner` (and from
+    there to aiohttp's ``AppRunner``), as ``web.run_app`` passes its own.
+    """
     loop = new_event_loop(event_loop)
     if tune_gc:
         tune_garbage_collector()
-    web.run_app(app, loop=loop, **run_app_options)
+    options = {"keepalive_timeout": keepalive_timeout, **runner_options}
+    main = loop.create_task(
+        _serve(
+            app,
+            host=host,
+            port=port,
+            sock=sock,
+            backlog=backlog,
+            print=print,
+            runner_options=options,
+        )
+    )
+    try:
+        asyncio.set_event_loop(loop)
+        loop.run_until_complete(main)
+    except (web.GracefulExit, KeyboardInterrupt):
+        pass
+    finally:
+        try:
+            if not main.done():
+                main.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    loop.run_until_complete(main)
+        finally:
+            _cancel_remaining(loop)
+            loop.run_until_complete(loop.shutdown_asyncgens())
+            loop.close()
+            asyncio.set_event_loop(None)

@@ -55,3 +55,24 @@ async def run_cli(*args: str, env: Mapping[str, str] | None = None) -> asyncio.s
         stderr=asyncio.subprocess.STDOUT,
         env={**os.environ, **(env or {})},
     )
+
+
+async def send_raw(port: int, data: bytes) -> tuple[int, dict[str, str], bytes]:
+    """Send bytes as they are (no client library would send malformed ones) and read the
+    answer until the server closes: status, headers (lower-cased names) and body."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(data)
+        await writer.drain()
+        raw = await asyncio.wait_for(reader.read(), 30)
+    finally:
+        writer.close()
+    head, _, body = raw.partition(b"\r\n\r\n")
+    while head.split(b" ", 2)[1].startswith(b"1"):  # 100 Continue precedes the answer
+        head, _, body = body.partition(b"\r\n\r\n")
+    status_line, *lines = head.decode("latin-1").split("\r\n")
+    headers = {}
+    for line in lines:
+        name, _, value = line.partition(":")
+        headers[name.strip().lower()] = value.strip()
+    return int(status_line.split()[1]), headers, body

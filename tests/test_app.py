@@ -2,15 +2,25 @@
 
 from __future__ import annotations
 
-import asyncio
+import json
+import logging
 from typing import Any
 
 import aiohttp
 import pytest
 from aiohttp import web
-from conftest import ALICE, auth, standard_chain
+from conftest import ALICE, auth, send_raw, standard_chain
 
-from electric_proxy import PRINCIPAL, UPSTREAM, Forbidden, Handler, ShapeProxy, Step
+from electric_proxy import (
+    PRINCIPAL,
+    UPSTREAM,
+    Cors,
+    Forbidden,
+    Handler,
+    ShapeProxy,
+    Step,
+    parse_config,
+)
 from electric_proxy.testing.pytest_plugin import RunningUpstream
 
 
@@ -31,18 +41,16 @@ async def test_path_variants_never_reach_the_upstream(
     shape_client: Any, electric_upstream: RunningUpstream, path: str
 ) -> None:
     # Sent as raw bytes: an HTTP client library would normalise the very variants tested.
-    reader, writer = await asyncio.open_connection(
-        shape_client.server.host, shape_client.server.port
-    )
-    writer.write(
+    status, headers, body = await send_raw(
+        shape_client.server.port,
         f"GET {path}?offset=-1 HTTP/1.1\r\nHost: proxy\r\nAuthorization: Bearer {ALICE}\r\n"
-        "Connection: close\r\n\r\n".encode()
+        "Connection: close\r\n\r\n".encode(),
     )
-    status_line = await reader.readline()
-    response = await reader.read()
-    writer.close()
-    assert status_line.split()[1] in (b"400", b"404"), status_line
-    assert b"electric-handle" not in response
+    assert status in (400, 404)
+    assert headers["content-type"].startswith("application/json")
+    assert headers["cache-control"] == "no-store"
+    assert json.loads(body)["error"] in ("bad_request", "not_found")
+    assert "electric-handle" not in headers
     assert electric_upstream.electric.requests == []
 
 
@@ -192,3 +200,75 @@ async def test_steps_can_trace_the_upstream_call(
     resp = await client.get("/v1/shape?offset=-1", headers=auth(ALICE))
     assert resp.status == 200
     assert calls == [("start", "/v1/shape"), ("end", "200")]
+
+
+async def test_a_crashing_step_is_a_json_500_the_outer_steps_still_decorate(
+    proxy_client: Any, electric_upstream: RunningUpstream, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def broken(request: web.Request, handler: Handler) -> web.StreamResponse:
+        raise KeyError(request.headers["Authorization"])
+
+    cors = Cors(allow_origins=["https://app.example"])
+    client = await proxy_client([cors, broken, *standard_chain(electric_upstream)])
+    with caplog.at_level(logging.DEBUG):
+        resp = await client.get(
+            "/v1/shape?offset=-1&where=secret_filter",
+            headers={**auth(ALICE), "Origin": "https://app.example"},
+        )
+    assert resp.status == 500
+    assert (await resp.json())["error"] == "internal_error"
+    assert resp.headers["Access-Control-Allow-Origin"] == "https://app.example"
+    assert electric_upstream.electric.requests == []
+    logged = "\n".join(r.getMessage() for r in caplog.records)
+    assert "KeyError" in logged and "broken" in logged
+    assert ALICE not in logged and "secret_filter" not in logged
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "status", "code"),
+    [
+        ("GET", "/nope", 404, "not_found"),
+        ("GET", "/v1/shape/", 404, "not_found"),
+        ("POST", "/healthz", 405, "method_not_allowed"),
+    ],
+)
+async def test_what_the_router_answers_is_the_proxys_json(
+    aiohttp_client: Any,
+    electric_upstream: RunningUpstream,
+    method: str,
+    path: str,
+    status: int,
+    code: str,
+) -> None:
+    config = parse_config({"upstream": {"url": electric_upstream.url}})
+    client = await aiohttp_client(config.app())
+    resp = await client.request(method, path)
+    assert resp.status == status
+    assert resp.headers["Content-Type"].startswith("application/json")
+    assert resp.headers["Cache-Control"] == "no-store"
+    assert (await resp.json())["error"] == code
+    assert resp.headers["Server"] == "electric-proxy"
+    if status == 405:
+        assert "GET" in resp.headers["Allow"]
+
+
+async def test_the_server_header_names_no_versions(
+    shape_client: Any, electric_upstream: RunningUpstream
+) -> None:
+    """Electric's own header (here aiohttp's, with versions) is replaced as well."""
+    ok = await shape_client.get("/v1/shape?offset=-1", headers=auth(ALICE))
+    refused = await shape_client.get("/v1/shape?offset=-1")
+    assert (ok.status, refused.status) == (200, 401)
+    assert ok.headers["Server"] == refused.headers["Server"] == "electric-proxy"
+
+
+async def test_setup_leaves_the_embedding_apps_own_answers_alone(
+    aiohttp_client: Any, electric_upstream: RunningUpstream
+) -> None:
+    app = web.Application()
+    ShapeProxy(upstream=electric_upstream.url, chain=standard_chain(electric_upstream)).setup(app)
+    client = await aiohttp_client(app)
+    resp = await client.get("/nope")
+    assert resp.status == 404
+    assert resp.headers["Content-Type"].startswith("text/plain")
+    assert resp.headers["Server"].startswith("Python/")

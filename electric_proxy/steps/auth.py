@@ -12,6 +12,7 @@ missing principal is a 401 with ``WWW-Authenticate``, and the principal is store
 from __future__ import annotations
 
 import abc
+import re
 from collections.abc import Sequence
 
 from aiohttp import hdrs, web
@@ -19,7 +20,12 @@ from aiohttp import hdrs, web
 from ..chain import PRINCIPAL, Handler, Principal, Step
 from ..errors import Unauthorized
 
-__all__ = ["Authenticator", "bearer_token"]
+__all__ = ["B64TOKEN", "Authenticator", "bearer_token"]
+
+#: RFC 6750 §2.1 ``b64token``: what a bearer token may be made of. Anything else (a byte
+#: that is not UTF-8, a control character, a space) is refused before any step hashes,
+#: decodes or compares it, so no authenticator has to handle it.
+B64TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
 
 
 def bearer_token(request: web.Request) -> str | None:
@@ -30,7 +36,10 @@ def bearer_token(request: web.Request) -> str | None:
     scheme, _, token = value.strip().partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise Unauthorized("the Authorization header is not a bearer token", code="invalid_request")
-    return token.strip()
+    token = token.strip()
+    if B64TOKEN.fullmatch(token) is None:
+        raise Unauthorized("the bearer token is not RFC 6750 token68", code="invalid_request")
+    return token
 
 
 class Authenticator(Step):

@@ -14,11 +14,11 @@ from functools import cached_property
 from typing import Any
 
 from aiohttp import hdrs, web
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from ..chain import Principal
 from ..errors import Unauthorized
-from .auth import Authenticator, bearer_token
+from .auth import B64TOKEN, Authenticator, bearer_token
 
 __all__ = ["BearerAuth", "StaticToken"]
 
@@ -32,9 +32,17 @@ class StaticToken(BaseModel):
     sub: str = Field(min_length=1, description="The principal's id")
     claims: dict[str, Any] = Field(default_factory=dict)
 
+    @field_validator("token")
+    @classmethod
+    def _presentable(cls, value: SecretStr) -> SecretStr:
+        """A token no client can send (a space, a non-ASCII letter) is a config mistake."""
+        if B64TOKEN.fullmatch(value.get_secret_value()) is None:
+            raise ValueError("a bearer token may hold only A-Z a-z 0-9 - . _ ~ + / and final =")
+        return value
+
 
 def _digest(token: str) -> bytes:
-    return hashlib.sha256(token.encode()).digest()
+    return hashlib.sha256(token.encode("ascii")).digest()
 
 
 class BearerAuth(Authenticator):

@@ -28,6 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from ..caching import SAME_FOR_EVERYONE
 from ..chain import PRINCIPAL, UPSTREAM, Handler, Principal, Step, client_query
 from ..errors import BadRequest, Forbidden, InvalidBody, InvalidFilter, PayloadTooLarge
+from ..json_input import JsonInputError, load_client_json
 from ..protocol import PARAMS_PREFIX, SUBSET_PAGING_PARAMS
 from ..where import (
     ClientFilter,
@@ -289,11 +290,10 @@ class ShapePolicy(Step):
             received += chunk
             if len(received) > self.max_body_size:
                 raise PayloadTooLarge(f"the body is larger than {self.max_body_size} bytes")
-        raw = bytes(received)
         try:
-            body = json.loads(raw)
-        except (UnicodeDecodeError, ValueError):
-            raise InvalidBody("the body is not valid JSON") from None
+            body = load_client_json(bytes(received), max_size=self.max_body_size)
+        except JsonInputError as exc:
+            raise InvalidBody(f"the body is not usable JSON: {exc}") from None
         if not isinstance(body, dict):
             raise InvalidBody("the body must be a JSON object")
         unknown = sorted(set(body) - _BODY_KEYS - _IGNORED_BODY_KEYS)
@@ -352,9 +352,9 @@ def _params_object(value: Any, field: str) -> dict[str, str]:
 
 def _json_params(raw: str, field: str) -> dict[str, str]:
     try:
-        value = json.loads(raw)
-    except ValueError:
-        raise BadRequest(f"{field} is not valid JSON", code="invalid_filter") from None
+        value = load_client_json(raw)
+    except JsonInputError as exc:
+        raise BadRequest(f"{field} is not usable JSON: {exc}", code="invalid_filter") from None
     try:
         return _params_object(value, field)
     except InvalidBody as exc:

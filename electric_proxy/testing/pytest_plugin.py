@@ -2,7 +2,8 @@
 
 Registered through the ``pytest11`` entry point; they build on pytest-aiohttp's
 ``aiohttp_server`` / ``aiohttp_client`` (whose servers cancel handlers when a client goes
-away, like the proxy's own runner does).
+away, like the proxy's own runner does). The proxy runs on :class:`ProxyTestServer`, so a
+test sees what ``electric-proxy serve`` answers and logs, malformed requests included.
 """
 
 from __future__ import annotations
@@ -13,13 +14,23 @@ from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.web_runner import BaseRunner
 
 from ..app import ShapeProxy
 from ..chain import Middleware
 from ..forward import UpstreamSettings
+from ..http_server import ProxyRunner
 from . import FakeElectric, two_tenant_upstream
 
-__all__ = ["ProxyClientFactory", "RunningUpstream"]
+__all__ = ["ProxyClientFactory", "ProxyTestServer", "RunningUpstream"]
+
+
+class ProxyTestServer(TestServer):
+    """aiohttp's ``TestServer`` on the proxy's runner (:class:`~electric_proxy.ProxyRunner`)."""
+
+    async def _make_runner(self, **kwargs: Any) -> BaseRunner:
+        return ProxyRunner(self.app, **kwargs)
+
 
 UPSTREAM_SECRET = "upstream-secret-9f3c1d7e5b2a"
 
@@ -57,7 +68,7 @@ def proxy_client(aiohttp_client: Any, electric_upstream: RunningUpstream) -> Pro
     ) -> TestClient[Any, Any]:
         upstream = UpstreamSettings(url=electric_upstream.url, **settings)
         proxy = ShapeProxy(upstream=upstream, chain=chain, path=path)
-        client: TestClient[Any, Any] = await aiohttp_client(proxy.app())
+        client: TestClient[Any, Any] = await aiohttp_client(ProxyTestServer(proxy.app()))
         return client
 
     return make

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
 from aiohttp import web
-from conftest import ALICE, auth, standard_chain
+from conftest import ALICE, auth, send_raw, standard_chain
 from pydantic import ValidationError
 
-from electric_proxy import BearerAuth, Principal, StaticToken
+from electric_proxy import BearerAuth, Cors, Principal, StaticToken
 from electric_proxy.testing.pytest_plugin import RunningUpstream
 
 
@@ -68,3 +69,34 @@ def test_options_are_validated() -> None:
         BearerAuth(
             tokens=[StaticToken(token="t" * 20, sub="a"), StaticToken(token="t" * 20, sub="b")]
         )
+
+
+@pytest.mark.parametrize(
+    "token",
+    [
+        b"token-alice-\xe9\xff-acme",
+        b"token alice",
+        "tökén-alice-acme".encode(),
+        b"tok=en-alice-acme",
+    ],
+)
+async def test_a_token_that_is_not_token68_is_invalid_request_with_cors(
+    proxy_client: Any, electric_upstream: RunningUpstream, token: bytes
+) -> None:
+    """Sent as raw bytes: aiohttp's client would refuse to send a non-ASCII header."""
+    cors = Cors(allow_origins=["https://app.example"])
+    client = await proxy_client([cors, *standard_chain(electric_upstream)])
+    request = (
+        b"GET /v1/shape?offset=-1 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+        b"Origin: https://app.example\r\nAuthorization: Bearer " + token + b"\r\n\r\n"
+    )
+    status, headers, body = await send_raw(client.port, request)
+    assert status == 401
+    assert json.loads(body)["error"] == "invalid_request"
+    assert headers["access-control-allow-origin"] == "https://app.example"
+    assert electric_upstream.electric.requests == []
+
+
+def test_a_configured_token_no_client_can_send_is_refused() -> None:
+    with pytest.raises(ValidationError, match="may hold only"):
+        StaticToken(token="a token with spaces in it", sub="x")
