@@ -32,7 +32,7 @@ from aiohttp.abc import AbstractAccessLogger
 from .chain import PRINCIPAL
 from .forward import UPSTREAM_STATUS
 from .logs import current_request_id
-from .protocol import PASS_THROUGH_PARAMS
+from .protocol import PASS_THROUGH_PARAMS, SUBSET_PAGING_PARAMS
 from .steps.request_id import CLIENT_IP, REQUEST_ID
 
 __all__ = [
@@ -51,7 +51,7 @@ LOGGER_NAME = "electric_proxy.access"
 AccessLogMode = Literal["text", "json", "off"]
 
 #: Logged with their values: where a client is in a shape or stream, nothing about its data.
-SHOWN_QUERY_KEYS = PASS_THROUGH_PARAMS | {"table", "replica", "columns"}
+SHOWN_QUERY_KEYS = PASS_THROUGH_PARAMS | SUBSET_PAGING_PARAMS | {"table", "replica", "columns"}
 
 #: Logged as ``key=***``: filters, their parameters and credentials.
 HIDDEN_QUERY_KEYS = frozenset(

@@ -29,10 +29,12 @@ from .protocol import PARAMS_PREFIX, PASS_THROUGH_PARAMS, SINGLE_VALUED_PARAMS
 
 __all__ = [
     "PRINCIPAL",
+    "ROUTE",
     "UPSTREAM",
     "Handler",
     "Middleware",
     "Principal",
+    "Route",
     "Step",
     "UpstreamRequest",
     "client_query",
@@ -62,21 +64,40 @@ class Principal:
 
 @dataclass(slots=True)
 class UpstreamRequest:
-    """The request the chain is building for Electric.
+    """The request the chain is building for the upstream: the one object policies decide on.
 
-    ``query`` starts empty: steps add the server-decided parameters (shape, credentials)
-    and the forwarder adds the client's protocol parameters last, so nothing reaches the
-    upstream that a step did not put there or that is not a known protocol parameter.
+    The endpoint parses the client's target once into this object before any step runs;
+    steps read and edit it; the forwarder serialises exactly it. Nothing is re-derived from
+    the client's raw request after a policy has looked, so what is checked is what is sent.
+
+    ``path`` holds decoded segments appended to the upstream URL (each percent-encoded on
+    the way out, so a segment can never turn into two). ``query`` starts with the client's
+    protocol parameters only; steps add the server-decided ones (shape, credentials).
     """
 
     method: str
+    path: tuple[str, ...] = ()
     query: MultiDict[str] = field(default_factory=MultiDict)
     headers: CIMultiDict[str] = field(default_factory=CIMultiDict)
     body: bytes | AsyncIterable[bytes] | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class Route:
+    """What the endpoint serving a request accepts, for steps that answer on its behalf.
+
+    A CORS preflight, for one, must allow exactly the methods and request headers of the
+    endpoint it is about, and expose the response headers that endpoint's clients read.
+    """
+
+    methods: frozenset[str]
+    request_headers: frozenset[str]
+    exposed_headers: tuple[str, ...]
+
+
 PRINCIPAL = web.RequestKey("electric_proxy.principal", Principal)
 UPSTREAM = web.RequestKey("electric_proxy.upstream", UpstreamRequest)
+ROUTE = web.RequestKey("electric_proxy.route", Route)
 _CLIENT_QUERY: web.RequestKey[MultiMapping[str]] = web.RequestKey("electric_proxy.client_query")
 
 
@@ -100,9 +121,10 @@ def client_query(request: web.Request) -> MultiMapping[str]:
     return query
 
 
-def pass_through_params(request: web.Request) -> list[tuple[str, str]]:
+def pass_through_params(request: web.Request) -> MultiDict[str]:
+    """The client's protocol parameters: the only part of its query sent as it came."""
     query = client_query(request)
-    return [(k, v) for k, v in query.items() if k in PASS_THROUGH_PARAMS]
+    return MultiDict((k, v) for k, v in query.items() if k in PASS_THROUGH_PARAMS)
 
 
 class Step(BaseModel, abc.ABC):
@@ -140,6 +162,16 @@ class Step(BaseModel, abc.ABC):
         Say what is wrong in words safe to show anyone: no secret, token or internal URL.
         """
         return None
+
+    def identity_headers(self) -> Sequence[str] | None:
+        """The request headers this step tells users apart by, or ``None`` if unknown.
+
+        The endpoint marks every response ``Vary`` on the union of these (so a shared cache
+        keeps one entry per user), or ``private`` when any step identifies users by means it
+        does not name. Steps that identify nobody return ``()``, the default here;
+        :class:`~electric_proxy.Authenticator` defaults to ``None``.
+        """
+        return ()
 
     @classmethod
     def holds_resources(cls) -> bool:

@@ -50,6 +50,7 @@ __all__ = [
     "Unauthorized",
     "UpstreamTimeout",
     "UpstreamUnavailable",
+    "error_response",
 ]
 
 
@@ -92,15 +93,37 @@ class ProxyError(Exception):
 
     def to_response(self, step: object | None = None) -> web.Response:
         """The JSON error response; ``step`` is the chain step that raised, if any."""
-        headers = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff", **self.headers}
-        response = web.Response(
-            status=self.status,
-            text=json.dumps(self.body()),
-            content_type="application/json",
-            headers=headers,
+        return error_response(
+            self.status, self.error_code, self.body(), headers=self.headers, step=step
         )
-        response[REFUSAL] = Refusal(self.status, self.error_code, step)
-        return response
+
+
+_ERROR_HEADERS = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}
+
+
+def error_response(
+    status: int,
+    code: str,
+    body: Mapping[str, Any],
+    *,
+    headers: Mapping[str, str] | None = None,
+    step: object | None = None,
+    refusal: bool = True,
+) -> web.Response:
+    """Every error the proxy answers, its own or an upstream one it replaced, looks like this.
+
+    ``refusal=False`` for an upstream error passed on in the proxy's words: the proxy did not
+    refuse it, and metrics count it by the upstream's status instead.
+    """
+    response = web.Response(
+        status=status,
+        text=json.dumps(body),
+        content_type="application/json",
+        headers={**_ERROR_HEADERS, **(headers or {})},
+    )
+    if refusal:
+        response[REFUSAL] = Refusal(status, code, step)
+    return response
 
 
 class BadRequest(ProxyError):

@@ -17,20 +17,22 @@ Design choices, each forced by the protocol:
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
+from urllib.parse import quote
 
 import aiohttp
 from aiohttp import hdrs, web
-from multidict import CIMultiDict, MultiDict, MultiMapping
+from multidict import MultiMapping
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from yarl import URL
 
 from .bodies import complete_body
-from .chain import UPSTREAM, UpstreamRequest, client_query, pass_through_params
+from .chain import UPSTREAM, UpstreamRequest
 from .coalesce import Coalescer
 from .errors import UpstreamTimeout, UpstreamUnavailable
-from .protocol import HOP_BY_HOP_HEADERS
+from .protocol import HOP_BY_HOP_HEADERS, live_kind
+from .upstream_errors import ERROR_BODY_LIMIT
 
 __all__ = ["UPSTREAM_STATUS", "Forwarder", "UpstreamResponse", "UpstreamSettings", "reply_for"]
 
@@ -137,6 +139,23 @@ class UpstreamResponse(web.StreamResponse):
             except Exception:
                 log.exception("a response done callback failed")
 
+    async def read(self, limit: int) -> bytes:
+        """The body instead of streaming it, for an answer the proxy will not pass on (an
+        error): at most ``limit`` bytes; the upstream connection is closed if more came."""
+        self._body_sent = True
+        received = bytearray()
+        try:
+            async for chunk in self._chunks:
+                received += chunk
+                if len(received) > limit:
+                    self._finish(_BodyTooLarge())
+                    return bytes(received[:limit])
+        except BaseException as exc:
+            self._finish(exc)
+            raise
+        self._finish(None)
+        return bytes(received)
+
     async def prepare(self, request: web.BaseRequest) -> Any:
         writer = await super().prepare(request)
         if self._body_sent:
@@ -158,6 +177,10 @@ class UpstreamResponse(web.StreamResponse):
             raise
         self._finish(None)
         return writer
+
+
+class _BodyTooLarge(Exception):
+    """An error body longer than the proxy reads: the rest is dropped with the connection."""
 
 
 def _whole(
@@ -184,23 +207,30 @@ def reply_for(upstream: aiohttp.ClientResponse) -> web.StreamResponse:
     return UpstreamResponse(upstream.status, upstream.reason, upstream.headers, chunks, done)
 
 
-def _is_long_poll(method: str, query: MultiMapping[str], headers: CIMultiDict[str]) -> bool:
+def _is_long_poll(built: UpstreamRequest) -> bool:
     """A live long-poll: the only kind of request whose answer many clients wait for at once."""
-    if method != hdrs.METH_GET or query.get("live", "false") == "false":
-        return False
-    sse = query.get("live_sse", query.get("experimental_live_sse", "false")) != "false"
-    return not sse and "text/event-stream" not in headers.get(hdrs.ACCEPT, "")
+    return built.method == hdrs.METH_GET and (
+        live_kind(built.query, built.headers.get(hdrs.ACCEPT, "")) == "long_poll"
+    )
+
+
+#: Characters a path segment keeps unencoded (RFC 3986 pchar less '%'): everything else,
+#: '/', '?', '#' and '%' included, is percent-encoded, so one decided segment stays one.
+_SEGMENT_SAFE = "!$&'()*+,;=:@-._~"
 
 
 class Forwarder:
-    """The chain's endpoint: sends the built :class:`UpstreamRequest` and returns the reply."""
+    """The chain's endpoint: serialises the built :class:`UpstreamRequest`, sends it, replies.
 
-    allow = "GET, HEAD, POST, OPTIONS"
+    It never looks at the client's request: the path and query it sends are exactly the
+    ones the steps saw, encoded here in one way.
+    """
 
     def __init__(self, settings: UpstreamSettings, *, coalesce_live: bool = False) -> None:
         self.settings = settings
         self.coalescer = Coalescer() if coalesce_live else None
         self.url = URL(settings.url)
+        self._base_path = self.url.raw_path.rstrip("/")
         self.trace_configs: list[aiohttp.TraceConfig] = []
         self._session_key = web.AppKey("electric_proxy.upstream_session", aiohttp.ClientSession)
 
@@ -231,21 +261,24 @@ class Forwarder:
     def session(self, request: web.Request) -> aiohttp.ClientSession:
         return request.config_dict[self._session_key]
 
-    def upstream_url(self, request: web.Request) -> URL:
-        """The full upstream URL: server-set parameters win over the client's protocol ones."""
-        built = request[UPSTREAM].query
-        query: MultiDict[str] = MultiDict(
-            (k, v) for k, v in pass_through_params(request) if k not in built
-        )
-        query.extend(built)
-        return self.url.with_query(query)
+    def upstream_url(self, built: UpstreamRequest) -> URL:
+        """The upstream URL of ``built``: its path segments below the base, and its query."""
+        url = self.url
+        if built.path:
+            url = url.with_path(self.path_of(built.path), encoded=True)
+        return url.with_query(built.query) if built.query else url
+
+    def path_of(self, segments: Sequence[str]) -> str:
+        """The upstream's encoded path for decided ``segments`` below its base path."""
+        return self._base_path + "".join("/" + quote(s, safe=_SEGMENT_SAFE) for s in segments)
+
+    def base_url_parts(self) -> tuple[str, ...]:
+        """What the upstream URL always holds that no client should see (host, base path)."""
+        return tuple(p for p in (self.url.host or "", self._base_path) if p.strip("/"))
 
     async def __call__(self, request: web.Request) -> web.StreamResponse:
-        if request.method == hdrs.METH_OPTIONS:
-            # A preflight never reaches Electric: its CORS answer would not fit the proxy's.
-            return web.Response(status=204, headers={hdrs.ALLOW: self.allow})
         built = request[UPSTREAM]
-        url = self.upstream_url(request)
+        url = self.upstream_url(built)
         session = self.session(request)
 
         def fetch() -> Awaitable[aiohttp.ClientResponse]:
@@ -261,6 +294,10 @@ class Forwarder:
             log.warning("upstream request failed: %s", type(exc).__name__)
             raise UpstreamUnavailable("Electric could not be reached") from exc
         request[UPSTREAM_STATUS] = response.status
+        if response.status >= 400 and isinstance(response, UpstreamResponse):
+            # Errors are replaced, never streamed: the endpoint reads them whole (bounded).
+            body = await response.read(ERROR_BODY_LIMIT)
+            return _whole(response.status, response.reason, response.headers, body)
         return response
 
     async def _send(
@@ -270,9 +307,7 @@ class Forwarder:
         url: URL,
         fetch: Callable[[], Awaitable[aiohttp.ClientResponse]],
     ) -> web.StreamResponse:
-        if self.coalescer is not None and _is_long_poll(
-            built.method, client_query(request), built.headers
-        ):
+        if self.coalescer is not None and _is_long_poll(built):
             key = (built.method, str(url), tuple(sorted(built.headers.items())))
             head, reply, leave = await self.coalescer.join(key, fetch)
             if reply.complete and reply.error is None:

@@ -32,49 +32,25 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 from aiohttp import hdrs, web
-from multidict import MultiMapping
 
-from .chain import Handler
+from .chain import UPSTREAM, Handler
 from .errors import ServiceUnavailable
 from .forward import UpstreamResponse
+from .protocol import LiveKind, live_kind
 
-__all__ = ["InFlight", "LiveKind", "live_kind"]
-
-#: The status the upstream answered (before any step changed the response), for access logs.
-
-LiveKind = Literal["long_poll", "sse"]
+__all__ = ["InFlight"]
 
 _EVENT_STREAM = "text/event-stream"
 
 
-def live_kind(query: MultiMapping[str], accept: str = "") -> LiveKind | None:
-    """Whether a request (its query and ``Accept``) is a held live one, and which kind.
-
-    Shapes say ``live=true`` (SSE with ``live_sse``/``experimental_live_sse`` or ``Accept:
-    text/event-stream``); Durable Streams say ``live=long-poll`` or ``live=sse``.
-    """
-    if "live" not in query:
-        return None
-    values = query.getall("live")
-    if all(value == "false" for value in values):
-        return None
-    if (
-        "sse" in values
-        or query.get("live_sse", query.get("experimental_live_sse", "false")) != "false"
-        or _EVENT_STREAM in accept
-    ):
-        return "sse"
-    return "long_poll"
-
-
 def _request_kind(request: web.Request) -> LiveKind | None:
-    query = request.query
-    if "live" not in query:  # catch-up requests: one lookup and done
+    built = request[UPSTREAM]
+    if "live" not in built.query:  # catch-up requests: one lookup and done
         return None
-    return live_kind(query, request.headers.get(hdrs.ACCEPT, ""))
+    return live_kind(built.query, built.headers.get(hdrs.ACCEPT, ""))
 
 
 def _shutting_down() -> ServiceUnavailable:
@@ -159,7 +135,6 @@ class InFlight:
         """Whether ``response`` is a live event stream the proxy should send while holding."""
         return (
             response.status == 200
-            and "live" in request.query
             and isinstance(response, UpstreamResponse)
             and response.content_type == _EVENT_STREAM
             and _request_kind(request) is not None

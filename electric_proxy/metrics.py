@@ -39,8 +39,8 @@ from .app import Endpoint
 from .chain import Handler, Middleware
 from .errors import REFUSAL, Refusal
 from .health import PROBE
-from .inflight import live_kind
 from .labels import route_label, step_labels
+from .protocol import live_kind
 from .steps.auth import Authenticator
 from .steps.jwt import JwtAuth
 

@@ -6,7 +6,9 @@ Sources: Electric sync-service 1.7.x and `@electric-sql/client` 1.5.x (see
 
 from __future__ import annotations
 
-from typing import Final
+from typing import Final, Literal
+
+from multidict import MultiMapping
 
 #: Client parameters copied upstream as they are: they carry no SQL and no shape identity.
 PASS_THROUGH_PARAMS: Final = frozenset(
@@ -20,10 +22,11 @@ PASS_THROUGH_PARAMS: Final = frozenset(
         "expired_handle",
         "log",
         "cache-buster",
-        "subset__limit",
-        "subset__offset",
     }
 )
+
+#: Subset paging: forwarded only by a policy that allows subsets for the shape.
+SUBSET_PAGING_PARAMS: Final = frozenset({"subset__limit", "subset__offset"})
 
 #: Client parameters that carry SQL: only a policy step may forward them, after validation.
 CLIENT_FILTER_PARAMS: Final = frozenset(
@@ -50,7 +53,9 @@ SERVER_PARAMS: Final = frozenset(
 
 #: Keys the proxy reads from a client; a repeated one is ambiguous (Plug keeps the last
 #: value, a naive check reads the first) and is refused.
-SINGLE_VALUED_PARAMS: Final = PASS_THROUGH_PARAMS | CLIENT_FILTER_PARAMS | SERVER_PARAMS
+SINGLE_VALUED_PARAMS: Final = (
+    PASS_THROUGH_PARAMS | SUBSET_PAGING_PARAMS | CLIENT_FILTER_PARAMS | SERVER_PARAMS
+)
 
 PARAMS_PREFIX: Final = "params["
 
@@ -89,3 +94,26 @@ ELECTRIC_EXPOSED_HEADERS: Final = (
 )
 
 SHAPE_METHODS: Final = frozenset({"GET", "HEAD", "POST", "OPTIONS"})
+
+
+LiveKind = Literal["long_poll", "sse"]
+
+
+def live_kind(query: MultiMapping[str], accept: str = "") -> LiveKind | None:
+    """Whether a request (its query and ``Accept``) is a held live one, and which kind.
+
+    Shapes say ``live=true`` (SSE with ``live_sse``/``experimental_live_sse`` or ``Accept:
+    text/event-stream``); Durable Streams say ``live=long-poll`` or ``live=sse``.
+    """
+    if "live" not in query:
+        return None
+    values = query.getall("live")
+    if all(value == "false" for value in values):
+        return None
+    if (
+        "sse" in values
+        or query.get("live_sse", query.get("experimental_live_sse", "false")) != "false"
+        or "text/event-stream" in accept
+    ):
+        return "sse"
+    return "long_poll"

@@ -4,13 +4,15 @@ Public ``{path}/{stream path}`` maps to ``{upstream url}/{stream path}``; on Ele
 upstream URL carries the service prefix (``.../v1/stream/<service-id>``), which is added on
 the way in and taken out of ``Location`` and ``Stream-Forked-From`` on the way back.
 
-What the protocol forces (streams-and-cloud notes §1.12): the raw path is forwarded with its
-percent-encoding (names may hold ``%2F``) and the query verbatim; bodies stream both ways
-(chunked appends, SSE); no redirect is followed; no ``Content-Type`` is invented.
+What the protocol forces (streams-and-cloud notes §1.12): bodies stream both ways (chunked
+appends, SSE); no redirect is followed; no ``Content-Type`` is invented.
 
-Access decisions are made on the *decoded* path split into segments, so ``%2F``, ``..``
-and ``//`` cannot make a path look like one thing to the policy and another to the
-upstream: a path with an empty, ``.`` or ``..`` segment (after decoding) is refused.
+The target is parsed once, before any step: the raw path is decoded and split into
+segments, and those segments are what the policy decides on and what the forwarder encodes
+and sends. A path that cannot be represented as segments without ambiguity is refused
+with a 400: empty, ``.`` or ``..`` segments; a ``#`` (a fragment, which URL libraries drop on
+the way out); a decoded ``/``, ``?``, ``#`` or ``\\``; control characters; bytes that are not
+UTF-8.
 """
 
 from __future__ import annotations
@@ -20,15 +22,16 @@ from dataclasses import dataclass
 from urllib.parse import unquote
 
 from aiohttp import hdrs, web
-from yarl import URL
+from multidict import MultiDict
 
 from .app import Endpoint, forwarded_headers
+from .caching import CacheMode
 from .chain import Middleware, UpstreamRequest
-from .errors import BadRequest, MethodNotAllowed, NotFound
+from .errors import BadRequest, NotFound
 from .forward import Forwarder, UpstreamSettings
-from .logs import bind_request_id
 
 __all__ = [
+    "FORK_SOURCE",
     "STREAM_PATH",
     "StreamPath",
     "StreamProxy",
@@ -61,6 +64,23 @@ STREAM_REQUEST_HEADERS = frozenset(
     }
 )
 
+#: Response headers a browser client of the protocol reads.
+STREAM_EXPOSED_HEADERS = (
+    "stream-next-offset",
+    "stream-cursor",
+    "stream-up-to-date",
+    "stream-closed",
+    "producer-epoch",
+    "producer-seq",
+    "producer-expected-seq",
+    "producer-received-seq",
+    "etag",
+    "location",
+    "retry-after",
+)
+
+_NOT_IN_A_SEGMENT = frozenset("/?#\\") | {chr(c) for c in range(0x20)} | {"\x7f"}
+
 
 @dataclass(frozen=True, slots=True)
 class StreamPath:
@@ -72,6 +92,8 @@ class StreamPath:
 
 
 STREAM_PATH = web.RequestKey("electric_proxy.stream_path", StreamPath)
+#: The stream a ``PUT`` forks from (``Stream-Forked-From``), parsed once like the path.
+FORK_SOURCE = web.RequestKey("electric_proxy.fork_source", StreamPath)
 
 
 def public_prefix(request: web.Request) -> str:
@@ -82,30 +104,74 @@ def public_prefix(request: web.Request) -> str:
 
 def parse_stream_path(raw: str, prefix: str = "/v1/stream/") -> StreamPath:
     """Decode and split a raw stream path; BadRequest for anything ambiguous."""
-    try:
-        decoded = unquote(raw, errors="strict")
-    except UnicodeDecodeError:
-        raise BadRequest("the stream path is not valid UTF-8", code="invalid_path") from None
-    segments = tuple(decoded.split("/"))
-    if any(s in ("", ".", "..") for s in segments) or "\x00" in decoded or "\\" in decoded:
-        raise BadRequest(
-            "the stream path may not have empty, '.' or '..' segments", code="invalid_path"
+    if "#" in raw:
+        raise BadRequest("the stream path may not hold '#'", code="invalid_path")
+    segments = []
+    for part in raw.split("/"):
+        try:
+            segment = unquote(part, errors="strict")
+        except UnicodeDecodeError:
+            raise BadRequest("the stream path is not valid UTF-8", code="invalid_path") from None
+        if segment in ("", ".", "..") or not _NOT_IN_A_SEGMENT.isdisjoint(segment):
+            raise BadRequest(
+                "the stream path may not have empty, '.' or '..' segments, nor an encoded "
+                "'/', '?', '#', '\\' or control character",
+                code="invalid_path",
+            )
+        segments.append(segment)
+    return StreamPath(raw=raw, segments=tuple(segments), prefix=prefix)
+
+
+class StreamProxy(Endpoint):
+    """Durable Streams under ``path``; a stream's path is everything after it."""
+
+    methods = STREAM_METHODS
+    request_headers = STREAM_REQUEST_HEADERS
+    exposed_headers = STREAM_EXPOSED_HEADERS
+
+    def __init__(
+        self,
+        *,
+        upstream: str | UpstreamSettings,
+        chain: Sequence[Middleware] = (),
+        path: str = "/v1/stream",
+        cache: CacheMode = "vary",
+    ) -> None:
+        settings = (
+            upstream if isinstance(upstream, UpstreamSettings) else UpstreamSettings(url=upstream)
         )
-    return StreamPath(raw=raw, segments=segments, prefix=prefix)
+        forwarder = Forwarder(settings)
+        self.base = str(forwarder.url).rstrip("/")
+        self.base_path = forwarder.url.path.rstrip("/")
+        super().__init__(forwarder=forwarder, chain=chain, path=path, cache=cache)
 
+    def add_routes(self, router: web.UrlDispatcher) -> None:
+        router.add_route("*", self.path + "/{stream_path:.+}", self.route)
 
-class StreamForwarder(Forwarder):
-    allow = ", ".join(sorted(STREAM_METHODS))
+    def check_path(self, request: web.Request) -> None:
+        if not request.raw_path.startswith(public_prefix(request)):
+            raise NotFound("no such endpoint")
 
-    def __init__(self, settings: UpstreamSettings) -> None:
-        super().__init__(settings)
-        self.base = str(self.url).rstrip("/")
-        self.base_path = self.url.path.rstrip("/")
-
-    def upstream_url(self, request: web.Request) -> URL:
-        query = request.rel_url.raw_query_string
-        raw = f"{self.base}/{request[STREAM_PATH].raw}" + (f"?{query}" if query else "")
-        return URL(raw, encoded=True)
+    def build(self, request: web.Request) -> UpstreamRequest:
+        prefix = public_prefix(request)
+        raw_target = request.raw_path
+        if "#" in raw_target:
+            raise BadRequest("the request target may not hold '#'", code="invalid_path")
+        stream = parse_stream_path(raw_target.partition("?")[0][len(prefix) :], prefix)
+        request[STREAM_PATH] = stream
+        headers = forwarded_headers(request, STREAM_REQUEST_HEADERS)
+        source = fork_source(request)
+        if source is not None:
+            request[FORK_SOURCE] = source
+            headers["Stream-Forked-From"] = self.forwarder.path_of(source.segments)
+        body = request.content.iter_any() if request.body_exists else None
+        return UpstreamRequest(
+            method=request.method,
+            path=stream.segments,
+            query=MultiDict(request.query),
+            headers=headers,
+            body=body,
+        )
 
     def _to_public(self, request: web.Request, value: str) -> str | None:
         """An upstream URL or path as the client must see it; None if it is not ours."""
@@ -118,8 +184,7 @@ class StreamForwarder(Forwarder):
                 return public + value[len(base) :]
         return None
 
-    async def __call__(self, request: web.Request) -> web.StreamResponse:
-        response = await super().__call__(request)
+    def from_upstream(self, request: web.Request, response: web.StreamResponse) -> None:
         for name in (hdrs.LOCATION, "Stream-Forked-From"):
             value = response.headers.get(name)
             if value is None:
@@ -129,53 +194,6 @@ class StreamForwarder(Forwarder):
                 del response.headers[name]  # never show the client an upstream address
             else:
                 response.headers[name] = public
-        return response
-
-
-class StreamProxy(Endpoint):
-    """Durable Streams under ``path``; a stream's path is everything after it."""
-
-    def __init__(
-        self,
-        *,
-        upstream: str | UpstreamSettings,
-        chain: Sequence[Middleware] = (),
-        path: str = "/v1/stream",
-    ) -> None:
-        settings = (
-            upstream if isinstance(upstream, UpstreamSettings) else UpstreamSettings(url=upstream)
-        )
-        self.stream_forwarder = StreamForwarder(settings)
-        super().__init__(forwarder=self.stream_forwarder, chain=chain, path=path)
-
-    def add_routes(self, router: web.UrlDispatcher) -> None:
-        router.add_route("*", self.path + "/{stream_path:.+}", self.route)
-
-    async def handle(self, request: web.Request) -> web.StreamResponse:
-        bind_request_id("-")
-        raw_path = request.raw_path.partition("?")[0]
-        prefix = public_prefix(request)
-        if not raw_path.startswith(prefix):
-            return NotFound("no such endpoint").to_response()
-        if request.method not in STREAM_METHODS:
-            return MethodNotAllowed(
-                f"method {request.method} is not allowed",
-                headers={hdrs.ALLOW: self.stream_forwarder.allow},
-            ).to_response()
-        try:
-            request[STREAM_PATH] = parse_stream_path(raw_path[len(prefix) :], prefix)
-            upstream = self._upstream_request(request)
-        except BadRequest as exc:
-            return exc.to_response()
-        return await self.run_chain(request, upstream)
-
-    def _upstream_request(self, request: web.Request) -> UpstreamRequest:
-        headers = forwarded_headers(request, STREAM_REQUEST_HEADERS)
-        source = fork_source(request)
-        if source is not None:
-            headers["Stream-Forked-From"] = f"{self.stream_forwarder.base_path}/{source.raw}"
-        body = request.content.iter_any() if request.body_exists else None
-        return UpstreamRequest(method=request.method, headers=headers, body=body)
 
 
 def fork_source(request: web.Request) -> StreamPath | None:

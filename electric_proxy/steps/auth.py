@@ -12,6 +12,7 @@ missing principal is a 401 with ``WWW-Authenticate``, and the principal is store
 from __future__ import annotations
 
 import abc
+from collections.abc import Sequence
 
 from aiohttp import hdrs, web
 
@@ -33,6 +34,12 @@ def bearer_token(request: web.Request) -> str | None:
 
 
 class Authenticator(Step):
+    def identity_headers(self) -> Sequence[str] | None:
+        """``None``: users are told apart by means the endpoint cannot name, so it marks
+        every response ``private``. Override with the headers read (``("X-Api-Key",)``) to
+        let shared caches keep one entry per user instead."""
+        return None
+
     @abc.abstractmethod
     async def authenticate(self, request: web.Request) -> Principal | None:
         """Who sent this request; ``None`` when it carries no credentials at all."""

@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from functools import cached_property
 from typing import Any
 
-from aiohttp import web
+from aiohttp import hdrs, web
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
 from ..chain import Principal
@@ -62,6 +62,12 @@ class BearerAuth(Authenticator):
             claims = {"sub": entry.sub, **entry.claims}
             by_digest[_digest(entry.token.get_secret_value())] = Principal(entry.sub, claims)
         return by_digest
+
+    def identity_headers(self) -> tuple[str, ...]:
+        # A session callback may read cookies as well as the Authorization header.
+        if self.callback is not None:
+            return (hdrs.AUTHORIZATION, hdrs.COOKIE)
+        return (hdrs.AUTHORIZATION,)
 
     async def authenticate(self, request: web.Request) -> Principal | None:
         if self.callback is not None:

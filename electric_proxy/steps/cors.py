@@ -15,10 +15,10 @@ from aiohttp import hdrs, web
 from pydantic import Field, field_validator, model_validator
 from yarl import URL
 
-from ..chain import Handler, Step
+from ..caching import merge_vary
+from ..chain import ROUTE, Handler, Route, Step
 from ..errors import Forbidden
-from ..protocol import ELECTRIC_EXPOSED_HEADERS, SHAPE_METHODS
-from .headers import merge_vary
+from ..protocol import ELECTRIC_EXPOSED_HEADERS, FORWARDED_REQUEST_HEADERS, SHAPE_METHODS
 
 __all__ = ["Cors"]
 
@@ -29,6 +29,10 @@ _BASE_ALLOW_HEADERS = (
     "traceparent",
     "tracestate",
 )
+#: Request headers browsers send without asking (CORS-safelisted): not worth listing.
+_SAFELISTED = frozenset({"accept", "accept-encoding", "accept-language", "content-language"})
+#: For a step used outside an endpoint (a test, a custom route): the shape endpoint's answer.
+_SHAPE_ROUTE = Route(SHAPE_METHODS, FORWARDED_REQUEST_HEADERS, ELECTRIC_EXPOSED_HEADERS)
 
 
 class Cors(Step):
@@ -66,17 +70,24 @@ class Cors(Step):
         return frozenset(o for o in self.allow_origins if o != "*")
 
     @cached_property
-    def _preflight(self) -> dict[str, str]:
-        headers = dict.fromkeys(_BASE_ALLOW_HEADERS + tuple(h.lower() for h in self.allow_headers))
-        return {
-            hdrs.ACCESS_CONTROL_ALLOW_METHODS: ", ".join(sorted(SHAPE_METHODS)),
-            hdrs.ACCESS_CONTROL_ALLOW_HEADERS: ", ".join(headers),
-            hdrs.ACCESS_CONTROL_MAX_AGE: str(self.max_age),
-        }
+    def _per_route(self) -> dict[Route, tuple[dict[str, str], str]]:
+        # Filled once per endpoint (a handful), so a request only looks its answer up.
+        return {}
 
-    @cached_property
-    def _expose(self) -> str:
-        return ", ".join(dict.fromkeys(ELECTRIC_EXPOSED_HEADERS + self.expose_headers))
+    def _answers(self, route: Route) -> tuple[dict[str, str], str]:
+        """The preflight headers and the exposed-header list for one endpoint."""
+        answers = self._per_route.get(route)
+        if answers is None:
+            forwarded = sorted(h for h in route.request_headers if h not in _SAFELISTED)
+            names = (*_BASE_ALLOW_HEADERS, *forwarded, *(h.lower() for h in self.allow_headers))
+            preflight: dict[str, str] = {
+                hdrs.ACCESS_CONTROL_ALLOW_METHODS: ", ".join(sorted(route.methods)),
+                hdrs.ACCESS_CONTROL_ALLOW_HEADERS: ", ".join(dict.fromkeys(names)),
+                hdrs.ACCESS_CONTROL_MAX_AGE: str(self.max_age),
+            }
+            expose = ", ".join(dict.fromkeys(route.exposed_headers + self.expose_headers))
+            answers = self._per_route[route] = (preflight, expose)
+        return answers
 
     def _allowed(self, origin: str | None) -> str | None:
         """The value for Access-Control-Allow-Origin, or None for a foreign origin."""
@@ -100,6 +111,7 @@ class Cors(Step):
     async def __call__(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         origin = request.headers.get(hdrs.ORIGIN)
         allowed = self._allowed(origin)
+        preflight_headers, expose = self._answers(request.get(ROUTE, _SHAPE_ROUTE))
         is_preflight = (
             request.method == hdrs.METH_OPTIONS
             and hdrs.ACCESS_CONTROL_REQUEST_METHOD in request.headers
@@ -109,10 +121,10 @@ class Cors(Step):
                 raise Forbidden("this origin may not use the proxy", code="cors_origin_not_allowed")
             preflight = web.Response(status=204)
             self._decorate(preflight, allowed)
-            preflight.headers.update(self._preflight)
+            preflight.headers.update(preflight_headers)
             return preflight
         response = await handler(request)
         self._decorate(response, allowed)
         if allowed is not None:
-            response.headers[hdrs.ACCESS_CONTROL_EXPOSE_HEADERS] = self._expose
+            response.headers[hdrs.ACCESS_CONTROL_EXPOSE_HEADERS] = expose
         return response

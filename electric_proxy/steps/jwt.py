@@ -39,7 +39,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any, Literal, Protocol, cast
 
-from aiohttp import web
+from aiohttp import hdrs, web
 from joserfc import jws
 from joserfc.errors import (
     ClaimError,
@@ -474,6 +474,9 @@ class JwtAuth(Authenticator):
         if isinstance(subject, bool) or not isinstance(subject, str | int) or subject == "":
             raise _refused(f"the token's {self.subject_claim!r} claim is not a usable id")
         return Principal(str(subject), claims)
+
+    def identity_headers(self) -> tuple[str, ...]:
+        return (hdrs.AUTHORIZATION,)
 
     async def authenticate(self, request: web.Request) -> Principal | None:
         token = bearer_token(request)

@@ -23,11 +23,12 @@ from typing import Any, Literal
 
 from aiohttp import hdrs, web
 from multidict import MultiDict, MultiMapping
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from ..caching import SAME_FOR_EVERYONE
 from ..chain import PRINCIPAL, UPSTREAM, Handler, Principal, Step, client_query
 from ..errors import BadRequest, Forbidden, InvalidBody, InvalidFilter, PayloadTooLarge
-from ..protocol import PARAMS_PREFIX
+from ..protocol import PARAMS_PREFIX, SUBSET_PAGING_PARAMS
 from ..where import (
     ClientFilter,
     Limits,
@@ -63,6 +64,24 @@ class ShapeRule(BaseModel):
     filter_columns: tuple[str, ...] | None = Field(
         None, description="Columns client filters may use; default: `columns` (or any)"
     )
+    public: bool = Field(
+        False,
+        description="The same rows for everyone, logged in or not: responses stay cacheable "
+        "by shared caches for anyone (no Vary). Refused when the shape binds claims",
+    )
+
+    @model_validator(mode="after")
+    def _public_is_the_same_for_everyone(self) -> ShapeRule:
+        if self.public:
+            claims = ServerFilter.compile(self.where).claims if self.where is not None else ()
+            if claims or self.require_claims:
+                raise ValueError(
+                    "public = true is only for a shape that is the same for everyone; this one "
+                    "depends on the principal's claims ("
+                    + ", ".join(f":{c}" for c in (*claims, *self.require_claims))
+                    + ")"
+                )
+        return self
 
     @field_validator("where")
     @classmethod
@@ -176,6 +195,8 @@ class ShapePolicy(Step):
         name, rule = self._select(query)
         principal = request.get(PRINCIPAL)
         self._check_required(rule, principal)
+        if rule.public:
+            request[SAME_FOR_EVERYONE] = True
 
         client_params = {
             k[len(PARAMS_PREFIX) : -1]: v
@@ -219,10 +240,13 @@ class ShapePolicy(Step):
         where = query.get("subset__where")
         order_by = query.get("subset__order_by")
         raw_params = query.get("subset__params")
-        if where is None and order_by is None and raw_params is None:
+        paging = [(k, query[k]) for k in SUBSET_PAGING_PARAMS if k in query]
+        if where is None and order_by is None and raw_params is None and not paging:
             return
         if not rule.subsets:
             raise Forbidden("subset snapshots are not allowed", code="subsets_not_allowed")
+        for key, value in paging:
+            out[key] = _count(value, key, minimum=1 if key == "subset__limit" else 0)
         params = _json_params(raw_params, "subset__params") if raw_params is not None else {}
         subset = self._subset(rule, where, params, order_by, prefix="subset__")
         for key, value in subset.items():
@@ -293,6 +317,17 @@ class ShapePolicy(Step):
         if offset is not None:
             rebuilt["offset"] = offset
         return json.dumps(rebuilt, separators=(",", ":")).encode()
+
+
+def _count(value: str, field: str, *, minimum: int) -> str:
+    """A paging number as Electric reads it, written back in one canonical form."""
+    if not (value.isascii() and value.isdecimal() and len(value) <= 12) or int(value) < minimum:
+        raise BadRequest(
+            f"{field} must be a whole number of at least {minimum}",
+            code="invalid_filter",
+            details={"field": field},
+        )
+    return str(int(value))
 
 
 def _typed(body: Mapping[str, Any], key: str, kind: type) -> Any:

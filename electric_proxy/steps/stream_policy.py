@@ -21,9 +21,9 @@ from typing import Literal
 from aiohttp import hdrs, web
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from ..chain import PRINCIPAL, Handler, Principal, Step
+from ..chain import PRINCIPAL, UPSTREAM, Handler, Principal, Step
 from ..errors import Forbidden
-from ..streams import STREAM_PATH, fork_source
+from ..streams import FORK_SOURCE
 
 __all__ = ["StreamPolicy", "StreamRule"]
 
@@ -114,9 +114,10 @@ class StreamPolicy(Step):
         if action is None:
             return await handler(request)
         principal = request.get(PRINCIPAL)
-        if not self.allows(action, request[STREAM_PATH].segments, principal):
+        # The path the forwarder will send, exactly: decided on here, never derived again.
+        if not self.allows(action, request[UPSTREAM].path, principal):
             raise Forbidden(f"{action} is not allowed on this stream", code="stream_not_allowed")
-        source = fork_source(request) if request.method == hdrs.METH_PUT else None
+        source = request.get(FORK_SOURCE) if request.method == hdrs.METH_PUT else None
         if source is not None and not self.allows("read", source.segments, principal):
             raise Forbidden("forking needs read access to the source", code="stream_not_allowed")
         return await handler(request)

@@ -100,6 +100,10 @@ class OrgHmacAuth(Authenticator):
     def model_post_init(self, context: Any, /) -> None:
         self._secrets = {k: v.get_secret_value().encode() for k, v in self.keys.items()}
 
+    def identity_headers(self) -> tuple[str, ...]:
+        # Shared caches in front of the proxy keep one entry per signed header.
+        return (self.header,)
+
     async def authenticate(self, request: web.Request) -> Principal | None:
         raw = request.headers.get(self.header)
         if raw is None:
