@@ -36,6 +36,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from .access_log import AccessLogMode, access_log_options
 from .app import Endpoint, ShapeProxy
+from .caching import CacheMode
 from .chain import Step
 from .forward import UpstreamSettings
 from .health import HealthSettings, path_conflict
@@ -78,6 +79,11 @@ class ServerSettings(BaseModel):
         "at once)",
     )
     coalesce_live: bool = Field(True, description="One upstream request per identical long-poll")
+    cache: CacheMode = Field(
+        "vary",
+        description="How responses that depend on the user are marked for shared caches: "
+        "'vary' on the headers the authenticators name, or 'private' for caches that ignore Vary",
+    )
     backlog: int = Field(
         4096, ge=1, description="Pending connections the kernel queues (a reconnect burst)"
     )
@@ -121,9 +127,12 @@ class StreamsConfig:
     upstream: UpstreamSettings
     steps: Steps
 
-    def build(self) -> StreamProxy:
+    def build(self, cache: CacheMode = "vary") -> StreamProxy:
         return StreamProxy(
-            upstream=self.upstream, chain=[step for _, step in self.steps], path=self.path
+            upstream=self.upstream,
+            chain=[step for _, step in self.steps],
+            path=self.path,
+            cache=cache,
         )
 
 
@@ -145,6 +154,7 @@ class ProxyConfig:
             chain=[step for _, step in self.steps],
             path=self.server.path,
             coalesce_live=self.server.coalesce_live,
+            cache=self.server.cache,
         )
 
     def app(self, *, worker: int = 0) -> web.Application:
@@ -157,7 +167,7 @@ class ProxyConfig:
         if self.upstream is not None:
             endpoints.append(self.build())
         if self.streams is not None:
-            endpoints.append(self.streams.build())
+            endpoints.append(self.streams.build(self.server.cache))
         for endpoint in endpoints:
             endpoint.setup(app)
         add_operations(app, endpoints, health=self.health, metrics=self.metrics, worker=worker)

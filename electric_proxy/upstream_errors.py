@@ -24,6 +24,7 @@ from typing import Any, Final
 from urllib.parse import quote, quote_plus
 
 from aiohttp import hdrs, web
+from yarl import URL
 
 from .chain import UpstreamRequest
 from .errors import error_response
@@ -60,6 +61,7 @@ _KEPT_HEADERS: Final = frozenset({"retry-after"})
 _UPSTREAM_CODE: Final = re.compile(r"[a-z][a-z0-9_]{0,63}")
 #: Values shorter than this are too common to be recognised in text, or to reveal anything.
 _SHORTEST_MASKED: Final = 3
+_QUERY_FORM: Final = URL("http://h/")
 
 
 def error_body(response: web.Response) -> bytes:
@@ -86,10 +88,12 @@ def error_body(response: web.Response) -> bytes:
 
 
 def _forms(value: str) -> Iterator[str]:
-    """A value as it may appear in an upstream's text: as is, and percent-encoded."""
+    """A value as it may appear in an upstream's text: as is, and percent-encoded the ways
+    URLs are written (the forwarder's own query encoding among them)."""
     yield value
     yield quote(value, safe="")
     yield quote_plus(value, safe="")
+    yield _QUERY_FORM.with_query({"v": value}).raw_query_string[2:]
 
 
 class UpstreamErrorCleaner:

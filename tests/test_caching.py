@@ -120,8 +120,10 @@ class UnnamedAuth(HeaderKeyAuth):
 async def test_a_plugin_names_its_header_or_gets_private(
     proxy_client: Any, electric_upstream: RunningUpstream
 ) -> None:
-    rest = [ShapePolicy(shapes={"todos": {"where": "org_id = :org_id"}}),
-            Credentials(secret=electric_upstream.secret)]
+    rest = [
+        ShapePolicy(shapes={"todos": {"where": "org_id = :org_id"}}),
+        Credentials(secret=electric_upstream.secret),
+    ]
     named = await proxy_client([HeaderKeyAuth(), *rest])
     resp = await named.get("/v1/shape?offset=-1", headers={"X-Api-Key": "acme"})
     assert resp.status == 200
@@ -144,8 +146,10 @@ async def test_a_middleware_that_sets_a_principal_unannounced_gets_private(
         request[PRINCIPAL] = Principal("alice", {"org_id": "acme"})
         return await handler(request)
 
-    rest = [ShapePolicy(shapes={"todos": {"where": "org_id = :org_id"}}),
-            Credentials(secret=electric_upstream.secret)]
+    rest = [
+        ShapePolicy(shapes={"todos": {"where": "org_id = :org_id"}}),
+        Credentials(secret=electric_upstream.secret),
+    ]
     client = await proxy_client([sneaky, *rest])
     resp = await client.get("/v1/shape?offset=-1")
     assert resp.status == 200

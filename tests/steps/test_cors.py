@@ -80,3 +80,45 @@ def test_wildcard_never_with_credentials() -> None:
     with pytest.raises(ValidationError, match="is not an origin"):
         Cors(allow_origins=["https://app.example/path"])
     assert Cors(allow_origins=["*"])._allowed("https://any.example") == "*"
+
+
+def _listed(value: str) -> set[str]:
+    return {item.strip().lower() for item in value.split(",")}
+
+
+async def test_each_endpoint_preflight_allows_its_own_methods(
+    aiohttp_client: Any, aiohttp_server: Any, client: Any
+) -> None:
+    """Measured before: the streams route answered the shape route's methods, so a browser's
+    PUT or DELETE failed while POST worked."""
+    from aiohttp import web
+
+    from electric_proxy import StreamProxy
+
+    upstream = await aiohttp_server(web.Application())
+    streams = StreamProxy(
+        upstream=str(upstream.make_url("/v1/stream")),
+        chain=[Cors(allow_origins=[APP], allow_credentials=True)],
+    )
+    stream_client = await aiohttp_client(streams.app())
+    for method in ("PUT", "DELETE", "POST"):
+        resp = await stream_client.options(
+            "/v1/stream/chats/a",
+            headers={
+                "Origin": APP,
+                "Access-Control-Request-Method": method,
+                "Access-Control-Request-Headers": "authorization, content-type, stream-ttl",
+            },
+        )
+        assert resp.status == 204
+        methods = _listed(resp.headers["Access-Control-Allow-Methods"])
+        assert methods == {"get", "head", "post", "put", "delete", "options"}
+        allowed = _listed(resp.headers["Access-Control-Allow-Headers"])
+        assert {"authorization", "content-type", "stream-ttl", "producer-id"} <= allowed
+
+    resp = await client.options(
+        "/v1/shape", headers={"Origin": APP, "Access-Control-Request-Method": "GET"}
+    )
+    methods = _listed(resp.headers["Access-Control-Allow-Methods"])
+    assert methods == {"get", "head", "post", "options"}
+    assert "stream-ttl" not in _listed(resp.headers["Access-Control-Allow-Headers"])

@@ -264,3 +264,26 @@ async def test_post_body_size_is_bounded(
         headers={**auth(ALICE), "Content-Type": "application/json"},
     )
     assert resp.status == 413
+
+
+async def test_subset_paging_passes_only_where_subsets_are_allowed(
+    proxy_client: Any, electric_upstream: RunningUpstream
+) -> None:
+    closed = await proxy_client(standard_chain(electric_upstream, subsets=False))
+    resp = await closed.get("/v1/shape?offset=-1&subset__limit=5", headers=auth(ALICE))
+    assert resp.status == 403
+    assert (await resp.json())["error"] == "subsets_not_allowed"
+    resp = await closed.get("/v1/shape?offset=-1&subset__offset=5", headers=auth(ALICE))
+    assert resp.status == 403
+
+    open_ = await proxy_client(standard_chain(electric_upstream))
+    seen = len(electric_upstream.electric.requests)
+    for bad in ("subset__limit=0", "subset__limit=-1", "subset__offset=x", "subset__limit=1e3"):
+        resp = await open_.get(f"/v1/shape?offset=-1&{bad}", headers=auth(ALICE))
+        assert resp.status == 400, bad
+    assert len(electric_upstream.electric.requests) == seen
+    resp = await open_.get(
+        "/v1/shape?offset=-1&subset__limit=007&subset__offset=0", headers=auth(ALICE)
+    )
+    sent = electric_upstream.electric.requests[-1].query
+    assert (sent["subset__limit"], sent["subset__offset"]) == ("7", "0")
