@@ -17,26 +17,12 @@
 // CORS preflights itself, so the proxy's preflight handling would go untested. The network
 // is kept local by Chromium's host resolver instead, and every request is reported.
 
-import { createInterface } from 'node:readline'
-import { chromium } from 'playwright-core'
+import { launchChromium } from './chromium.mjs'
+import { commandQueue, emit, requireEnv } from './protocol.mjs'
 
 const PAGE_URL = requireEnv('E2E_PAGE_URL')
 const TENANT = requireEnv('E2E_TENANT')
-const CHROMIUM = process.env.E2E_CHROMIUM ?? '/usr/bin/chromium'
 const STEP_TIMEOUT_MS = Number(process.env.E2E_STEP_TIMEOUT_MS ?? '10000')
-
-function requireEnv(name) {
-  const value = process.env[name]
-  if (!value) {
-    emit('failed', { reason: `environment variable ${name} is not set` })
-    process.exit(1)
-  }
-  return value
-}
-
-function emit(event, data = {}) {
-  process.stdout.write(JSON.stringify({ event, ...data }) + '\n')
-}
 
 const consoleMessages = []
 const requests = []
@@ -65,23 +51,7 @@ async function fail(reason, data = {}) {
 
 process.on('unhandledRejection', (error) => fail('unhandled rejection', { message: String(error) }))
 
-browser = await chromium.launch({
-  executablePath: CHROMIUM,
-  headless: true,
-  // playwright-core gives every launch a fresh temporary --user-data-dir and removes it.
-  args: [
-    '--headless',
-    '--no-sandbox',
-    '--disable-gpu',
-    '--disable-quic',
-    '--no-first-run',
-    '--disable-background-networking',
-    '--disable-component-update',
-    '--disable-sync',
-    // Nothing but loopback: a page that reached for a CDN would fail to load.
-    '--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1',
-  ],
-})
+browser = await launchChromium()
 const context = await browser.newContext({ viewport: { width: 800, height: 640 } })
 page = await context.newPage()
 
@@ -213,23 +183,7 @@ async function probe(command) {
 
 // -- main ------------------------------------------------------------------------------------
 
-const commands = createInterface({ input: process.stdin })
-const queue = []
-let wake = null
-commands.on('line', (line) => {
-  if (!line.trim()) return
-  queue.push(JSON.parse(line))
-  wake?.()
-})
-commands.on('close', () => {
-  queue.push({ cmd: 'exit' })
-  wake?.()
-})
-
-async function nextCommand() {
-  while (queue.length === 0) await new Promise((resolve) => (wake = resolve))
-  return queue.shift()
-}
+const nextCommand = commandQueue()
 
 const loaded = await page.goto(PAGE_URL, { waitUntil: 'load', timeout: STEP_TIMEOUT_MS })
 emit('loaded', { status: loaded?.status() ?? null, url: page.url() })

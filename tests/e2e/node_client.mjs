@@ -21,8 +21,8 @@
 // The script fails by itself (event "failed", exit 1) when the client reports an error, a
 // row of another tenant arrives, or a condition is not reached within E2E_STEP_TIMEOUT_MS.
 
-import { createInterface } from 'node:readline'
 import { Shape, ShapeStream, isChangeMessage } from '@electric-sql/client'
+import { commandQueue, emit, requireEnv, toJson } from './protocol.mjs'
 
 const PROXY_URL = requireEnv('E2E_PROXY_URL')
 const TOKEN = requireEnv('E2E_TOKEN')
@@ -31,25 +31,6 @@ const TABLE = process.env.E2E_TABLE ?? 'todos'
 const STEP_TIMEOUT_MS = Number(process.env.E2E_STEP_TIMEOUT_MS ?? '10000')
 // Live mode: long-polls by default, Server-Sent Events with E2E_LIVE_SSE=1.
 const LIVE_SSE = process.env.E2E_LIVE_SSE === '1'
-
-function requireEnv(name) {
-  const value = process.env[name]
-  if (!value) {
-    emit('failed', { reason: `environment variable ${name} is not set` })
-    process.exit(1)
-  }
-  return value
-}
-
-// int8 columns arrive as BigInt (the client's default parser); JSON has no BigInt.
-function toJson(value) {
-  return JSON.stringify(value, (_key, v) => (typeof v === 'bigint' ? Number(v) : v))
-}
-
-function emit(event, data = {}) {
-  // Writes to a pipe are synchronous in Node on Linux, so nothing is lost on exit.
-  process.stdout.write(toJson({ event, ...data }) + '\n')
-}
 
 function fail(reason, data = {}) {
   emit('failed', { reason, ...data, responses })
@@ -236,24 +217,7 @@ function finish() {
 
 // -- main ------------------------------------------------------------------------------------
 
-const commands = createInterface({ input: process.stdin })
-const queue = []
-let wake = null
-commands.on('line', (line) => {
-  if (!line.trim()) return
-  queue.push(JSON.parse(line))
-  wake?.()
-})
-commands.on('close', () => {
-  // The driver went away: never outlive it.
-  queue.push({ cmd: 'exit' })
-  wake?.()
-})
-
-async function nextCommand() {
-  while (queue.length === 0) await new Promise((resolve) => (wake = resolve))
-  return queue.shift()
-}
+const nextCommand = commandQueue()
 
 const timer = setTimeout(
   () => fail(`no initial sync within ${STEP_TIMEOUT_MS} ms`),

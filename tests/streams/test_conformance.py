@@ -14,11 +14,8 @@ with ``scripts/streams-setup``.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
-import shutil
-import signal
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -28,6 +25,7 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
+from real_servers import STREAMS_DIR, VITEST, reference_streams_server, stop_group
 
 from electric_proxy import (
     BearerAuth,
@@ -37,11 +35,7 @@ from electric_proxy import (
     StreamProxy,
     StreamRule,
 )
-from electric_proxy.testing import unavailable
 
-HERE = Path(__file__).resolve().parent
-NODE_MODULES = HERE / "node_modules"
-VITEST = NODE_MODULES / ".bin" / "vitest"
 ENTRY = "conformance.test.mjs"
 
 TOKEN = "token-conformance-suite-0000001"
@@ -49,27 +43,6 @@ SERVICE_SECRET = "svc-secret-conformance-0123456789"
 SERVICE_PREFIX = "/v1/stream/svc-test"
 LONG_POLL_TIMEOUT_MS = 3000
 SUITE_TIMEOUT_S = 130.0  # one run takes about 30 s
-
-
-def _check_node_deps() -> str:
-    """The node binary; fails (in CI) or skips when it or the pinned packages are missing."""
-    node = shutil.which("node")
-    if node is None:
-        unavailable("node is not installed (Node >= 20); then run scripts/streams-setup")
-    pinned = json.loads((HERE / "package.json").read_text())["dependencies"]
-    for name, version in pinned.items():
-        manifest = NODE_MODULES / name / "package.json"
-        try:
-            installed = json.loads(manifest.read_text())["version"]
-        except (OSError, ValueError, KeyError):
-            unavailable(f"npm package {name} is not installed: run scripts/streams-setup")
-        if installed != version:
-            unavailable(
-                f"npm package {name} is {installed}, {version} is pinned: run scripts/streams-setup"
-            )
-    if not os.access(VITEST, os.X_OK):
-        unavailable("tests/streams/node_modules/.bin/vitest is missing: run scripts/streams-setup")
-    return node
 
 
 @dataclass
@@ -102,20 +75,6 @@ def parse_report(label: str, report: dict[str, Any]) -> SuiteRun:
     return run
 
 
-async def _stop(proc: asyncio.subprocess.Process, grace: float = 5.0) -> None:
-    """Terminate a process started in its own session, with everything it started."""
-    if proc.returncode is None:
-        for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, None)):
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, sig)
-            try:
-                await asyncio.wait_for(proc.wait(), wait)
-                break
-            except TimeoutError:
-                continue
-    await proc.wait()
-
-
 async def run_suite(
     label: str, base_url: str, out: Path, token: str | None = None
 ) -> tuple[SuiteRun, str]:
@@ -137,7 +96,7 @@ async def run_suite(
         ENTRY,
         "--reporter=json",
         f"--outputFile={report}",
-        cwd=HERE,
+        cwd=STREAMS_DIR,
         env=env,
         stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE,
@@ -148,10 +107,10 @@ async def run_suite(
         # vitest exits 1 whenever a test fails, which the reference server always makes happen
         output, _ = await asyncio.wait_for(proc.communicate(), SUITE_TIMEOUT_S)
     except TimeoutError:
-        await _stop(proc)
+        await stop_group(proc)
         pytest.fail(f"{label}: the conformance suite did not finish in {SUITE_TIMEOUT_S:.0f} s")
     finally:
-        await _stop(proc)
+        await stop_group(proc)
     text = output.decode(errors="replace")
     try:
         data = json.loads(report.read_text())
@@ -167,41 +126,13 @@ async def run_suite(
 @pytest.fixture
 async def reference_server(tmp_path: Path) -> AsyncIterator[str]:
     """The reference server on a free port; under SERVICE_PREFIX it demands SERVICE_SECRET."""
-    node = _check_node_deps()
-    log = tmp_path / "reference-server.log"  # a file: an unread pipe could fill and block it
-    with log.open("wb") as stderr:
-        proc = await _start_reference_server(node, stderr)
-    assert proc.stdout is not None
-    try:
-        try:
-            line = await asyncio.wait_for(proc.stdout.readline(), 30)
-            url = json.loads(line)["url"]
-        except (TimeoutError, ValueError, KeyError):
-            await _stop(proc)
-            pytest.fail(f"the reference server did not start:\n{log.read_text(errors='replace')}")
+    async with reference_streams_server(
+        tmp_path / "reference-server.log",
+        service_prefix=SERVICE_PREFIX + "/",
+        service_secret=SERVICE_SECRET,
+        long_poll_timeout_ms=LONG_POLL_TIMEOUT_MS,
+    ) as url:
         yield url
-    finally:
-        if proc.stdin is not None:
-            proc.stdin.close()
-        await _stop(proc)
-
-
-async def _start_reference_server(node: str, stderr: Any) -> asyncio.subprocess.Process:
-    return await asyncio.create_subprocess_exec(
-        node,
-        "reference-server.mjs",
-        cwd=HERE,
-        env={
-            **os.environ,
-            "LONG_POLL_TIMEOUT_MS": str(LONG_POLL_TIMEOUT_MS),
-            "SERVICE_PREFIX": SERVICE_PREFIX + "/",
-            "SERVICE_SECRET": SERVICE_SECRET,
-        },
-        stdin=asyncio.subprocess.PIPE,  # the server exits when this closes
-        stdout=asyncio.subprocess.PIPE,
-        stderr=stderr,
-        start_new_session=True,
-    )
 
 
 @pytest.fixture
