@@ -29,6 +29,8 @@ __all__ = ["SAME_FOR_EVERYONE", "CacheMode", "CacheScope", "make_private", "merg
 
 CacheMode = Literal["vary", "private"]
 
+_ACCEPT_ENCODING = "Accept-Encoding"
+
 #: Set by a policy when the shape served is configured ``public``: the same rows for anyone.
 SAME_FOR_EVERYONE = web.RequestKey("electric_proxy.same_for_everyone", bool)
 
@@ -88,6 +90,23 @@ class CacheScope:
         if request.get(SAME_FOR_EVERYONE, False):
             return
         if self.vary:
-            merge_vary(response.headers, *self.vary)
+            canonical_vary(response.headers, *self.vary)
         if self.private or (identified and not self.vary):
             make_private(response.headers)
+
+
+def canonical_vary(headers: CIMultiDict[str], *names: str) -> None:
+    """``Vary`` with ``names``, ``Accept-Encoding`` and whatever is there, in one fixed order.
+
+    Every answer on one URL must name the same headers in the same order: nginx keeps one
+    ``Vary`` list per URL and compares lists as written, so a gzipped 200 that says
+    ``accept-encoding, Authorization`` and a 409 that says ``Authorization`` would evict each
+    other's variants. ``Accept-Encoding`` is always named because the proxy forwards it.
+    """
+    merge_vary(headers, _ACCEPT_ENCODING, *names)
+    present = headers[hdrs.VARY]
+    if present != "*":
+        canonical: dict[str, str] = {}
+        for name in (_ACCEPT_ENCODING, *names, *(v.strip() for v in present.split(","))):
+            canonical.setdefault(name.lower(), name)  # the proxy's spelling first
+        headers[hdrs.VARY] = ", ".join(canonical[k] for k in sorted(canonical))

@@ -361,14 +361,9 @@ async def test_readme_config_catch_up_url_keeps_users_apart(readme_stack: Stack)
     assert catch_up.statuses[:4] == EXPECTED[:4], report
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="nginx keeps one Vary list per URL: Alice's 200 says 'accept-encoding, "
-    "Authorization' (Electric gzips it), Bob's 409 only 'Authorization', so storing Bob's "
-    "answer makes Alice's entry unreachable (a MISS, not a leak). Fixed when the proxy gives "
-    "every response of an endpoint the same Vary list.",
-)
 async def test_readme_config_catch_up_url_keeps_every_variant(readme_stack: Stack) -> None:
+    """nginx keeps one Vary list per URL and compares lists as written: Alice's gzipped 200
+    and Bob's 409 must name the same headers in the same order, or each evicts the other."""
     stack = readme_stack
     catch_up = await stack.visit(await catch_up_url(stack))
     assert catch_up.statuses == EXPECTED, stack.report(catch_up)
