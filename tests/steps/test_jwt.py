@@ -391,3 +391,15 @@ def test_public_keys_accept_pem_and_jwk() -> None:
     assert import_public_key(public_pem(ED)).key_type == "OKP"
     with pytest.raises(ValueError, match="JSON"):
         import_public_key("{not json")
+
+
+async def test_a_header_nested_thousands_deep_is_a_401_not_a_crash(rs_client: Any) -> None:
+    """joserfc refuses headers over 512 bytes before parsing them: JSON nesting cannot crash."""
+    def part(raw: bytes) -> str:
+        return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+    header = b'{"alg":"RS256","x":' + b"[" * 2500 + b"]" * 2500 + b"}"
+    token = f"{part(header)}.{part(b'{}')}.{part(b'sig')}"
+    resp = await rs_client.get("/v1/shape?offset=-1", headers=bearer(token))
+    assert resp.status == 401
+    assert (await resp.json())["error"] == "invalid_token"
