@@ -18,22 +18,12 @@ from multidict import CIMultiDict
 from yarl import URL
 
 from .caching import CacheMode, CacheScope
-from .chain import (
-    PRINCIPAL,
-    ROUTE,
-    UPSTREAM,
-    Handler,
-    Middleware,
-    Route,
-    Step,
-    UpstreamRequest,
-    compose,
-    pass_through_params,
-)
+from .chain import Handler, Middleware, Route, Step, UpstreamRequest, compose, pass_through_params
 from .errors import MethodNotAllowed, NotFound, ProxyError
 from .forward import Forwarder, UpstreamSettings
 from .http_server import own_application
 from .inflight import InFlight
+from .keys import PRINCIPAL, ROUTE, UPSTREAM
 from .logs import bind_request_id
 from .protocol import ELECTRIC_EXPOSED_HEADERS, FORWARDED_REQUEST_HEADERS, SHAPE_METHODS
 from .upstream_errors import UpstreamErrorCleaner, error_body, passes_must_refetch

@@ -25,12 +25,10 @@ from multidict import CIMultiDict, MultiDict, MultiMapping
 from pydantic import BaseModel, ConfigDict
 
 from .errors import DuplicateParameter, answer_for
+from .keys import CLIENT_QUERY
 from .protocol import PARAMS_PREFIX, PASS_THROUGH_PARAMS, SINGLE_VALUED_PARAMS
 
 __all__ = [
-    "PRINCIPAL",
-    "ROUTE",
-    "UPSTREAM",
     "Handler",
     "Middleware",
     "Principal",
@@ -95,10 +93,6 @@ class Route:
     exposed_headers: tuple[str, ...]
 
 
-PRINCIPAL = web.RequestKey("electric_proxy.principal", Principal)
-UPSTREAM = web.RequestKey("electric_proxy.upstream", UpstreamRequest)
-ROUTE = web.RequestKey("electric_proxy.route", Route)
-_CLIENT_QUERY: web.RequestKey[MultiMapping[str]] = web.RequestKey("electric_proxy.client_query")
 
 
 def client_query(request: web.Request) -> MultiMapping[str]:
@@ -107,8 +101,8 @@ def client_query(request: web.Request) -> MultiMapping[str]:
     Electric keeps the *last* value of a repeated key; a check that reads the first one
     could be bypassed, so a repeat is an error rather than a choice.
     """
-    if _CLIENT_QUERY in request:
-        return request[_CLIENT_QUERY]
+    if CLIENT_QUERY in request:
+        return request[CLIENT_QUERY]
     query: MultiMapping[str] = request.query
     seen: set[str] = set()
     for key, _ in query.items():  # keys() would hide the repeats
@@ -117,7 +111,7 @@ def client_query(request: web.Request) -> MultiMapping[str]:
                 f"query parameter {key!r} is given more than once", details={"parameter": key}
             )
         seen.add(key)
-    request[_CLIENT_QUERY] = query
+    request[CLIENT_QUERY] = query
     return query
 
 

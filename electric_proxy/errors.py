@@ -40,10 +40,10 @@ from typing import Any, ClassVar
 from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler
 
+from .keys import REFUSAL
 from .logs import describe_exception
 
 __all__ = [
-    "REFUSAL",
     "BadRequest",
     "DuplicateParameter",
     "Forbidden",
@@ -82,7 +82,6 @@ class Refusal:
     step: object | None = None
 
 
-REFUSAL = web.ResponseKey("electric_proxy.refusal", Refusal)
 
 
 class ProxyError(Exception):

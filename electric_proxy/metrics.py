@@ -37,8 +37,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from .app import Endpoint
 from .chain import Handler, Middleware
-from .errors import REFUSAL, Refusal
+from .errors import Refusal
 from .health import PROBE
+from .keys import REFUSAL
 from .labels import route_label, step_labels
 from .protocol import live_kind
 from .steps.auth import Authenticator

@@ -29,10 +29,9 @@ from .caching import CacheMode
 from .chain import Middleware, UpstreamRequest
 from .errors import BadRequest, NotFound
 from .forward import Forwarder, UpstreamSettings
+from .keys import FORK_SOURCE, STREAM_PATH
 
 __all__ = [
-    "FORK_SOURCE",
-    "STREAM_PATH",
     "StreamPath",
     "StreamProxy",
     "fork_source",
@@ -91,9 +90,6 @@ class StreamPath:
     prefix: str = "/v1/stream/"
 
 
-STREAM_PATH = web.RequestKey("electric_proxy.stream_path", StreamPath)
-#: The stream a ``PUT`` forks from (``Stream-Forked-From``), parsed once like the path.
-FORK_SOURCE = web.RequestKey("electric_proxy.fork_source", StreamPath)
 
 
 def public_prefix(request: web.Request) -> str:

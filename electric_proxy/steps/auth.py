@@ -17,8 +17,9 @@ from collections.abc import Sequence
 
 from aiohttp import hdrs, web
 
-from ..chain import PRINCIPAL, Handler, Principal, Step
+from ..chain import Handler, Principal, Step
 from ..errors import Unauthorized
+from ..keys import PRINCIPAL
 
 __all__ = ["B64TOKEN", "Authenticator", "bearer_token"]
 

@@ -70,8 +70,9 @@ from pydantic import (
 )
 from yarl import URL
 
-from ..chain import PRINCIPAL, UPSTREAM, Handler, client_query
+from ..chain import Handler, client_query
 from ..errors import Forbidden, ProxyError, Unauthorized
+from ..keys import PRINCIPAL, UPSTREAM
 from ..protocol import PARAMS_PREFIX
 from .jwt import HMAC_ALGORITHMS, ConfiguredAlgorithms, JwtAuth
 

@@ -25,10 +25,10 @@ from aiohttp import hdrs, web
 from multidict import MultiDict, MultiMapping
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from ..caching import SAME_FOR_EVERYONE
-from ..chain import PRINCIPAL, UPSTREAM, Handler, Principal, Step, client_query
+from ..chain import Handler, Principal, Step, client_query
 from ..errors import BadRequest, Forbidden, InvalidBody, InvalidFilter, PayloadTooLarge
 from ..json_input import JsonInputError, load_client_json
+from ..keys import PRINCIPAL, SAME_FOR_EVERYONE, UPSTREAM
 from ..protocol import PARAMS_PREFIX, SUBSET_PAGING_PARAMS
 from ..where import (
     ClientFilter,
