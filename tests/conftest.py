@@ -40,7 +40,9 @@ def standard_chain(upstream: RunningUpstream, **rule: Any) -> list[Any]:
 async def shape_client(proxy_client: Any, electric_upstream: RunningUpstream) -> Any:
     """A proxy with the standard chain, client filters allowed on title and done."""
     return await proxy_client(
-        standard_chain(electric_upstream, client_where=True, filter_columns={"title": "text", "done": "bool"})
+        standard_chain(
+            electric_upstream, client_where=True, filter_columns={"title": "text", "done": "bool"}
+        )
     )
 
 

@@ -52,11 +52,6 @@ def _parse_client(
     names = None if columns is None else frozenset(name for name, _ in columns)
     checker = _Checker(names, limits, offset)
     checker.visit(root, 1, None)
-    like_params: frozenset[int] = frozenset()
-    if leakproof:
-        safety = RowSafety(dict(columns or ()), offset)
-        safety.condition(root, _node_position(root, offset, 0))
-        like_params = frozenset(safety.like_params)
     if not _is_boolean_shaped(root):
         raise _Rejected(
             "must be a condition (a comparison, IN, LIKE, IS NULL, AND/OR/NOT ...)",
@@ -68,6 +63,11 @@ def _parse_client(
         raise _Rejected(
             f"parameter ${missing[0]} is never used; number parameters $1..${highest} without gaps"
         )
+    like_params: frozenset[int] = frozenset()
+    if leakproof:
+        safety = RowSafety(dict(columns or ()), offset)
+        safety.condition(root, _node_position(root, offset, 0))
+        like_params = frozenset(safety.like_params)
     return ClientFilter(
         sql=_round_trip(root),
         max_param=highest,
