@@ -5,10 +5,11 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import pytest
+from pg_cluster import Cluster, private_cluster
 
 from electric_proxy import BearerAuth, Credentials, ShapePolicy, StaticToken
 from electric_proxy.testing.pytest_plugin import RunningUpstream
@@ -57,3 +58,10 @@ async def run_cli(*args: str, env: Mapping[str, str] | None = None) -> asyncio.s
         stderr=asyncio.subprocess.STDOUT,
         env={**os.environ, **(env or {})},
     )
+
+
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[Cluster]:
+    """One private PostgreSQL cluster for the session; modules make their own databases."""
+    with private_cluster() as cluster:
+        yield cluster
