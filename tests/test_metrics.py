@@ -79,7 +79,7 @@ async def eventually(condition: Callable[[], bool], within: float = 5.0) -> None
 async def test_requests_refusals_and_upstream_latency(
     aiohttp_client: Any, electric_upstream: RunningUpstream
 ) -> None:
-    chain = standard_chain(electric_upstream, client_where=True, filter_columns=["title"])
+    chain = standard_chain(electric_upstream, client_where=True, filter_columns={"title": "text"})
     proxy = ShapeProxy(upstream=electric_upstream.url, chain=chain)
     app, _ = app_with([proxy])
     client = await aiohttp_client(app)
