@@ -9,6 +9,7 @@ from .chain import (
     Principal,
     Route,
     Step,
+    StepMetric,
     UpstreamRequest,
     client_query,
 )
@@ -47,6 +48,7 @@ from .keys import (
 )
 from .logs import RequestIdLogFilter, current_request_id
 from .metrics import METRICS, Metrics, MetricsSettings
+from .protocol import live_kind
 from .registry import ENTRY_POINT_GROUP, available_steps, build_step
 from .steps.auth import Authenticator, bearer_token
 from .steps.bearer import BearerAuth, StaticToken
@@ -118,6 +120,7 @@ __all__ = [
     "ShapeRule",
     "StaticToken",
     "Step",
+    "StepMetric",
     "StreamPath",
     "StreamPolicy",
     "StreamProxy",
@@ -135,6 +138,7 @@ __all__ = [
     "build_step",
     "client_query",
     "current_request_id",
+    "live_kind",
     "load_config",
     "make_private",
     "merge_vary",

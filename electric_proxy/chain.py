@@ -15,9 +15,17 @@ read a 401 that lacks CORS headers).
 from __future__ import annotations
 
 import abc
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import (
+    AsyncIterable,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterable,
+    Mapping,
+    Sequence,
+)
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar, Literal
 
 import aiohttp
 from aiohttp import web
@@ -34,6 +42,7 @@ __all__ = [
     "Principal",
     "Route",
     "Step",
+    "StepMetric",
     "UpstreamRequest",
     "client_query",
     "compose",
@@ -121,6 +130,22 @@ def pass_through_params(request: web.Request) -> MultiDict[str]:
     return MultiDict((k, v) for k, v in query.items() if k in PASS_THROUGH_PARAMS)
 
 
+@dataclass(frozen=True, slots=True)
+class StepMetric:
+    """One number a step reports when metrics are scraped (see :meth:`Step.metrics`).
+
+    ``name`` is the full metric name (a counter's ``_total`` is added by the exposition);
+    ``labels`` are the step's own, beside the ``route`` and ``step`` labels the proxy adds.
+    Keep label values bounded and free of user data.
+    """
+
+    name: str
+    kind: Literal["counter", "gauge"]
+    help: str
+    value: float
+    labels: Mapping[str, str] = field(default_factory=dict)
+
+
 class Step(BaseModel, abc.ABC):
     """Base class for configurable steps (built-in and plugins alike).
 
@@ -156,6 +181,17 @@ class Step(BaseModel, abc.ABC):
         Say what is wrong in words safe to show anyone: no secret, token or internal URL.
         """
         return None
+
+    #: Whether this step authenticates (metrics count its refusals as auth failures).
+    authenticates: ClassVar[bool] = False
+
+    def metrics(self) -> Iterable[StepMetric]:
+        """Numbers the step keeps (fetches, refusals, backend errors), read at scrape time.
+
+        Beside :meth:`ready`: how a built-in or third-party step reaches ``/metrics``
+        without the metrics module knowing its class.
+        """
+        return ()
 
     def identity_headers(self) -> Sequence[str] | None:
         """The request headers this step tells users apart by, or ``None`` if unknown.

@@ -44,6 +44,8 @@ def bearer_token(request: web.Request) -> str | None:
 
 
 class Authenticator(Step):
+    authenticates = True
+
     def identity_headers(self) -> Sequence[str] | None:
         """``None``: users are told apart by means the endpoint cannot name, so it marks
         every response ``private``. Override with the headers read (``("X-Api-Key",)``) to
