@@ -76,7 +76,7 @@ class ConfigError(Exception):
 _PATH_CHARACTERS = frozenset(string.ascii_letters + string.digits + "-._~!$&'()*+,;=:@/")
 
 
-def route_path_problem(path: str, example: str) -> str | None:
+def _route_path_problem(path: str, example: str) -> str | None:
     """Why ``path`` cannot be an endpoint's route, or ``None``; ``example`` shows a good one.
 
     The endpoints refuse some of these when built; checking here lets ``check-config``
@@ -113,7 +113,9 @@ class ServerSettings(BaseModel):
     @field_validator("path")
     @classmethod
     def _route_path(cls, value: str) -> str:
-        problem = None if value == "/" else route_path_problem(value, "/v1/shape")
+        # The root is a route like any other for shapes (a host of its own); not for streams,
+        # whose route is ``path + "/{stream}"``.
+        problem = None if value == "/" else _route_path_problem(value, "/v1/shape")
         if problem is not None:
             raise ValueError(problem)
         return value
@@ -296,7 +298,7 @@ def _streams(data: Any, problems: list[str]) -> StreamsConfig | None:
     problems += [f"streams.{key}: unknown key (expected path, upstream, chain)" for key in unknown]
     path = data.get("path", "/v1/stream")
     problem = (
-        route_path_problem(path, "/v1/stream")
+        _route_path_problem(path, "/v1/stream")
         if isinstance(path, str)
         else "expected a path like /v1/stream"
     )

@@ -10,10 +10,11 @@ them.
 from __future__ import annotations
 
 import collections.abc
+import dataclasses
 import json
 import types
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal, Union, get_args, get_origin
+from typing import Annotated, Any, Literal, Union, get_args, get_origin, get_type_hints
 
 from pydantic import BaseModel, SecretBytes, SecretStr
 from pydantic.fields import FieldInfo
@@ -71,9 +72,30 @@ def _holds_secret(annotation: Any) -> bool:
     return any(_holds_secret(arg) for arg in get_args(annotation))
 
 
-def _nested(annotation: Any) -> list[tuple[str, type[BaseModel]]]:
+def _fields(annotation: Any) -> dict[str, FieldInfo] | None:
+    """The fields of a pydantic model or a dataclass (``policy``'s ``limits``), else None."""
+    if not isinstance(annotation, type):
+        return None
+    if issubclass(annotation, BaseModel):
+        return dict(annotation.model_fields)
+    if not dataclasses.is_dataclass(annotation):
+        return None
+    hints = get_type_hints(annotation, include_extras=True)
+    found = {}
+    for field in dataclasses.fields(annotation):
+        if field.default is not dataclasses.MISSING:
+            info = FieldInfo.from_annotated_attribute(hints[field.name], field.default)
+        elif field.default_factory is not dataclasses.MISSING:
+            info = FieldInfo(annotation=hints[field.name], default_factory=field.default_factory)
+        else:
+            info = FieldInfo.from_annotation(hints[field.name])
+        found[field.name] = info
+    return found
+
+
+def _nested(annotation: Any) -> list[tuple[str, Any]]:
     """Models inside an option, each with how its fields are reached from the option."""
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+    if _fields(annotation) is not None:
         return [("", annotation)]
     origin, args = get_origin(annotation), get_args(annotation)
     if origin in _SEQUENCES and args:
@@ -91,14 +113,14 @@ def _default(field: FieldInfo) -> str:
     value = field.get_default(call_default_factory=True)
     if value is None:
         return "(none)"
-    if isinstance(value, BaseModel):
+    if _fields(type(value)) is not None:
         return "(see below)"
     return json.dumps(to_jsonable_python(value))
 
 
-def _options(model: type[BaseModel], prefix: str, depth: int) -> list[OptionInfo]:
+def _options(model: Any, prefix: str, depth: int) -> list[OptionInfo]:
     found = []
-    for name, field in model.model_fields.items():
+    for name, field in (_fields(model) or {}).items():
         key = prefix + (field.alias or name)
         found.append(
             OptionInfo(
@@ -116,5 +138,6 @@ def _options(model: type[BaseModel], prefix: str, depth: int) -> list[OptionInfo
 
 
 def step_options(step: type[BaseModel]) -> list[OptionInfo]:
-    """Every option of ``step`` (a :class:`~electric_proxy.Step` class), in field order."""
+    """Every option of ``step`` (a :class:`~electric_proxy.Step` class, or any pydantic
+    model), nested ones after the option holding them, in field order."""
     return _options(step, "", 0)

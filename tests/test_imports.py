@@ -125,8 +125,15 @@ def test_the_package_has_no_import_cycle() -> None:
     assert find_cycle(import_graph()) is None
 
 
+def test_the_command_line_is_the_top() -> None:
+    """Nothing imports ``cli``: what the demo or an embedder needs lives below it."""
+    importers = [name for name, targets in import_graph().items() if f"{ROOT}.cli" in targets]
+    assert importers == []
+
+
 def test_config_is_data_only() -> None:
-    """``config`` reaches none of the assembly: the server, the command line, operations."""
+    """``config`` reaches none of the assembly (the server, the command line, operations),
+    and imports no endpoint or server module itself."""
     graph = import_graph()
     assembly = {"electric_proxy.server", "electric_proxy.cli", "electric_proxy.ops"}
     assert graph_reach(graph, "electric_proxy.config") & assembly == set()

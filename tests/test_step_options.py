@@ -53,4 +53,6 @@ def test_a_builtin_step_lists_its_nested_options() -> None:
     assert options["shapes"].default == "(required)"
     assert options["shapes.<name>.where"].type == "str | None"
     assert options["shapes.<name>.replica"].default == '"default"'
+    assert options["limits"].default == "(see below)"  # a dataclass, read like a model
+    assert (options["limits.max_depth"].type, options["limits.max_depth"].default) == ("int", "32")
     assert not any(option.secret for option in options.values())
