@@ -5,29 +5,16 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import resource
 import sys
 from collections.abc import Sequence
 
 from .config import ConfigError, ProxyConfig, load_config
 from .logs import RequestIdLogFilter
-from .registry import available_steps
-from .runtime import run_server
-from .workers import serve_workers
+from .registry import RegistryError, available_steps, load_step_class
+from .server import serve
+from .step_options import step_options
 
 __all__ = ["main"]
-
-log = logging.getLogger("electric_proxy")
-
-
-def raise_open_file_limit() -> None:
-    """Each held live request costs two sockets; the soft limit is often far below the hard."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if hard == resource.RLIM_INFINITY or soft < hard:
-        try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-        except (ValueError, OSError):
-            log.warning("could not raise the open-file limit above %d", soft)
 
 
 def _load(path: str) -> ProxyConfig | None:
@@ -44,23 +31,7 @@ def _serve(args: argparse.Namespace) -> int:
     config = _load(args.config)
     if config is None:
         return 1
-    raise_open_file_limit()
-    server = config.server
-    host = args.host or server.host
-    port = args.port if args.port is not None else server.port
-    if args.workers > 1:
-        return serve_workers(config, host, port, args.workers)
-    run_server(
-        config.app(),
-        event_loop=server.event_loop,
-        tune_gc=server.tune_gc,
-        host=host,
-        port=port,
-        backlog=server.backlog,
-        print=lambda msg: log.info("%s", msg),
-        **server.run_app_options(),
-    )
-    return 0
+    return serve(config, host=args.host, port=args.port, workers=args.workers)
 
 
 def _check_config(args: argparse.Namespace) -> int:
@@ -80,12 +51,37 @@ def _check_config(args: argparse.Namespace) -> int:
     return 0
 
 
-def _plugins(args: argparse.Namespace) -> int:
-    rows = [(i.name, i.distribution, i.version, i.target) for i in available_steps()]
-    header = ("NAME", "DISTRIBUTION", "VERSION", "OBJECT")
-    widths = [max(len(r[c]) for r in [header, *rows]) for c in range(4)]
+def _table(header: tuple[str, ...], rows: Sequence[tuple[str, ...]]) -> None:
+    widths = [max(len(r[c]) for r in [header, *rows]) for c in range(len(header))]
     for row in [header, *rows]:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+
+
+def _plugins(args: argparse.Namespace) -> int:
+    if args.options is not None:
+        return _options(args.options)
+    rows = [(i.name, i.distribution, i.version, i.target) for i in available_steps()]
+    _table(("NAME", "DISTRIBUTION", "VERSION", "OBJECT"), rows)
+    return 0
+
+
+def _options(name: str) -> int:
+    try:
+        cls = load_step_class(name)
+    except RegistryError as exc:
+        print(f"electric-proxy plugins: {exc}", file=sys.stderr)
+        return 1
+    summary = " ".join((cls.__doc__ or "").strip().split("\n\n")[0].split())
+    print(f"{name}: {summary}" if summary else name)
+    options = step_options(cls)
+    if not options:
+        print("(no options)")
+        return 0
+    rows = [
+        (o.name, o.type, o.default, "yes" if o.secret else "no", o.description) for o in options
+    ]
+    print()
+    _table(("OPTION", "TYPE", "DEFAULT", "SECRET", "DESCRIPTION"), rows)
     return 0
 
 
@@ -125,6 +121,9 @@ def build_parser() -> argparse.ArgumentParser:
     check.set_defaults(run=_check_config)
 
     plugins = sub.add_parser("plugins", help="list the steps available through entry points")
+    plugins.add_argument(
+        "--options", metavar="NAME", help="show one step's options: type, default, secret"
+    )
     plugins.set_defaults(run=_plugins)
 
     demo = sub.add_parser("demo", help="run in front of a built-in demo upstream")

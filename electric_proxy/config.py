@@ -25,27 +25,29 @@ run in. Secret options are ``SecretStr`` and print masked wherever config is sho
 from __future__ import annotations
 
 import os
+import string
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from .access_log import AccessLogMode, access_log_options
-from .app import Endpoint, ShapeProxy
 from .caching import CacheMode
 from .chain import Step
 from .forward import UpstreamSettings
 from .health import HealthSettings, path_conflict
-from .http_server import own_application
 from .metrics import MetricsSettings, metrics_available
-from .ops import add_operations
 from .registry import RegistryError, build_step
 from .runtime import EventLoopChoice, uvloop_available
-from .streams import StreamProxy
+
+if TYPE_CHECKING:
+    from aiohttp import web
+
+    from .app import ShapeProxy
+    from .streams import StreamProxy
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -67,12 +69,57 @@ class ConfigError(Exception):
         self.problems = problems
 
 
+#: What a route's path may hold: RFC 3986 path characters a client sends as they are. The
+#: shape route matches the raw bytes of the request, so a character a client must
+#: percent-encode (a space, a non-ASCII letter) or a ``%`` escape would make a route nobody
+#: can reach; ``{`` and ``}`` are aiohttp route variables, ``?`` and ``#`` end a path.
+_PATH_CHARACTERS = frozenset(string.ascii_letters + string.digits + "-._~!$&'()*+,;=:@/")
+
+
+def _route_path_problem(path: str, example: str) -> str | None:
+    """Why ``path`` cannot be an endpoint's route, or ``None``; ``example`` shows a good one.
+
+    The endpoints refuse some of these when built; checking here lets ``check-config``
+    report each with its option path instead of ``serve`` failing on it.
+    """
+    expected = f"expected a path like {example}"
+    if not path.startswith("/"):
+        return f"{expected}, starting with '/'"
+    if path.endswith("/"):
+        return f"{expected}, not ending with '/'"
+    if any(c in path for c in "?#"):
+        return f"{expected}: a route has no query or fragment ('?', '#')"
+    if any(c in path for c in "{}"):
+        return f"{expected}: '{{' and '}}' are not allowed (aiohttp reads them as variables)"
+    if not set(path) <= _PATH_CHARACTERS:
+        return (
+            f"{expected}: only letters, digits and -._~!$&'()*+,;=:@ (no spaces, no '%' "
+            "escapes: a client sends those encoded and the route would never match)"
+        )
+    if any(segment in ("", ".", "..") for segment in path[1:].split("/")):
+        return f"{expected}: no empty, '.' or '..' segments"
+    return None
+
+
 class ServerSettings(BaseModel):
+    """The ``[server]`` section: the listener, the shape route and process tuning."""
+
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=0, le=65535)
-    path: str = "/v1/shape"
+    path: str = Field("/v1/shape", description="The shape route: exactly this path is served")
+
+    @field_validator("path")
+    @classmethod
+    def _route_path(cls, value: str) -> str:
+        # The root is a route like any other for shapes (a host of its own); not for streams,
+        # whose route is ``path + "/{stream}"``.
+        problem = None if value == "/" else _route_path_problem(value, "/v1/shape")
+        if problem is not None:
+            raise ValueError(problem)
+        return value
+
     shutdown_timeout: float = Field(
         10.0,
         ge=0,
@@ -129,12 +176,10 @@ class StreamsConfig:
     steps: Steps
 
     def build(self, cache: CacheMode = "vary") -> StreamProxy:
-        return StreamProxy(
-            upstream=self.upstream,
-            chain=[step for _, step in self.steps],
-            path=self.path,
-            cache=cache,
-        )
+        """The streams endpoint; see :func:`electric_proxy.server.build_streams`."""
+        from .server import build_streams
+
+        return build_streams(self, cache)
 
 
 @dataclass(frozen=True)
@@ -147,33 +192,16 @@ class ProxyConfig:
     metrics: MetricsSettings | None = None
 
     def build(self) -> ShapeProxy:
-        """The shape endpoint (``[upstream]`` + ``[[chain]]``)."""
-        if self.upstream is None:
-            raise ConfigError(["upstream: no shape endpoint is configured"])
-        return ShapeProxy(
-            upstream=self.upstream,
-            chain=[step for _, step in self.steps],
-            path=self.server.path,
-            coalesce_live=self.server.coalesce_live,
-            cache=self.server.cache,
-        )
+        """The shape endpoint; see :func:`electric_proxy.server.build_shapes`."""
+        from .server import build_shapes  # the assembly imports this module, not the reverse
+
+        return build_shapes(self)
 
     def app(self, *, worker: int = 0) -> web.Application:
-        """Every configured endpoint in one application, with health routes and metrics.
+        """Every configured endpoint in one app; see :func:`electric_proxy.server.build_app`."""
+        from .server import build_app
 
-        ``worker`` is the index of a ``serve --workers`` process (its metrics port offset).
-        """
-        app = web.Application()
-        own_application(app)
-        endpoints: list[Endpoint] = []
-        if self.upstream is not None:
-            endpoints.append(self.build())
-        if self.streams is not None:
-            endpoints.append(self.streams.build(self.server.cache))
-        for endpoint in endpoints:
-            endpoint.setup(app)
-        add_operations(app, endpoints, health=self.health, metrics=self.metrics, worker=worker)
-        return app
+        return build_app(self, worker=worker)
 
     def describe(self) -> dict[str, Any]:
         """The effective config with secrets masked: safe to print or log."""
@@ -269,8 +297,13 @@ def _streams(data: Any, problems: list[str]) -> StreamsConfig | None:
     unknown = sorted(set(data) - {"path", "upstream", "chain"})
     problems += [f"streams.{key}: unknown key (expected path, upstream, chain)" for key in unknown]
     path = data.get("path", "/v1/stream")
-    if not isinstance(path, str) or not path.startswith("/") or path.endswith("/"):
-        problems.append("streams.path: expected a path like /v1/stream")
+    problem = (
+        _route_path_problem(path, "/v1/stream")
+        if isinstance(path, str)
+        else "expected a path like /v1/stream"
+    )
+    if problem is not None:
+        problems.append(f"streams.path: {problem}")
     upstream = _model(UpstreamSettings, data.get("upstream"), "streams.upstream", problems)
     steps = _chain(data.get("chain", []), "streams.chain", problems)
     if upstream is None or not isinstance(path, str):
@@ -285,17 +318,26 @@ def _route_problems(
     health: HealthSettings | None,
     metrics: MetricsSettings | None,
 ) -> list[str]:
-    """Health and metrics paths must not shadow a proxied route, nor each other."""
+    """Health and metrics paths must not shadow a proxied route, nor each other, nor the
+    shape route a stream's."""
     shape_paths = [server.path] if server is not None and shapes else []
     stream_paths = [streams.path] if streams is not None else []
+    problems = [
+        f"server.path: {path} is under streams.path {streams.path}; choose another path"
+        for path in shape_paths
+        if streams is not None and path_conflict(path, [], stream_paths)
+    ]
     taken: dict[str, str] = {}
     if health is not None and health.enabled:
         taken.update({health.healthz: "health.healthz", health.readyz: "health.readyz"})
     if metrics is not None and metrics.main_path is not None:
         if metrics.main_path in taken:
-            return [f"metrics.main_path: {metrics.main_path} is {taken[metrics.main_path]}"]
+            return [
+                *problems,
+                f"metrics.main_path: {metrics.main_path} is {taken[metrics.main_path]}",
+            ]
         taken[metrics.main_path] = "metrics.main_path"
-    return [
+    return problems + [
         f"{option}: {path} is a proxied route; choose another path"
         for path, option in taken.items()
         if path_conflict(path, shape_paths, stream_paths)

@@ -1,7 +1,8 @@
 """The operations side of a configured proxy: health routes and metrics, added to its app.
 
-``ProxyConfig.app()`` calls :func:`add_operations` after the endpoints are set up; embedding
-code does the same with :class:`~electric_proxy.Health` and :class:`~electric_proxy.Metrics`.
+:func:`electric_proxy.server.build_app` (behind ``ProxyConfig.app()``) calls
+:func:`add_operations` after the endpoints are set up; embedding code does the same with
+:class:`~electric_proxy.Health` and :class:`~electric_proxy.Metrics`.
 """
 
 from __future__ import annotations

@@ -7,6 +7,7 @@ makes it *active*, in the config's order.
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib.metadata import EntryPoint, entry_points
@@ -59,8 +60,11 @@ def available_steps() -> list[StepInfo]:
 def load_step_class(name: str) -> type[Step]:
     matches = [i for i in available_steps() if i.name == name]
     if not matches:
-        known = ", ".join(sorted({i.name for i in available_steps()})) or "none"
-        raise RegistryError(f"no step named {name!r} is installed (available: {known})")
+        names = sorted({i.name for i in available_steps()})
+        close = difflib.get_close_matches(name, names, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        known = ", ".join(names) or "none"
+        raise RegistryError(f"no step named {name!r} is installed{hint} (available: {known})")
     if len(matches) > 1:
         owners = ", ".join(i.distribution for i in matches)
         raise RegistryError(f"step {name!r} is registered by several distributions: {owners}")

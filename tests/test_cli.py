@@ -75,6 +75,67 @@ def test_plugins_lists_builtins_with_their_distribution() -> None:
         assert re.fullmatch(r"\d+\.\d+\.\d+.*", rows[name][2])
 
 
+def test_check_config_refuses_a_shape_path_serve_could_not_use(tmp_path: Path) -> None:
+    path = write_config(
+        tmp_path, '[server]\npath = "v1/shape/"\n[upstream]\nurl = "http://localhost:3000"\n'
+    )
+    result = run("check-config", str(path))
+    assert result.returncode == 1
+    assert "server.path: Value error, expected a path like /v1/shape" in result.stderr
+
+
+async def _output(*args: str) -> tuple[int, str]:
+    proc = await run_cli(*args)
+    out, _ = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode()
+
+
+def _option_rows(out: str) -> dict[str, dict[str, str]]:
+    """The options table, each row cut at the header's column starts: option -> column -> cell."""
+    lines = out.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.startswith("OPTION"))
+    names = lines[header].split()
+    starts = [lines[header].index(name) for name in names]
+    table = {}
+    for line in lines[header + 1 :]:
+        cells = [line[a:b].strip() for a, b in zip(starts, [*starts[1:], None], strict=True)]
+        table[cells[0]] = dict(zip(names, cells, strict=True))
+    return table
+
+
+async def test_plugins_options_shows_types_defaults_and_secrets() -> None:
+    code, out = await _output("plugins", "--options", "bearer")
+    assert code == 0, out
+    assert out.startswith("bearer: Authenticate with a fixed token list")
+    rows = _option_rows(out)
+    assert list(rows) == ["tokens", "tokens[].token", "tokens[].sub", "tokens[].claims", "callback"]
+    assert rows["tokens"] == {
+        "OPTION": "tokens",
+        "TYPE": "list[StaticToken]",
+        "DEFAULT": "[]",
+        "SECRET": "no",
+        "DESCRIPTION": "",
+    }
+    token = rows["tokens[].token"]
+    assert (token["TYPE"], token["DEFAULT"], token["SECRET"]) == ("SecretStr", "(required)", "yes")
+    assert rows["tokens[].sub"]["SECRET"] == "no"
+
+    code, out = await _output("plugins", "--options", "credentials")
+    rows = _option_rows(out)
+    assert rows["secret"]["TYPE"] == "SecretStr | None"
+    assert rows["secret"]["SECRET"] == "yes"
+    assert rows["secret_param"]["TYPE"] == '"secret" | "api_secret" | "source_secret"'
+    assert rows["secret_param"]["DEFAULT"] == '"secret"'
+    assert rows["source_id"]["DESCRIPTION"] == "Electric Cloud source id"
+
+
+async def test_plugins_options_of_an_unknown_step_suggests_one() -> None:
+    code, out = await _output("plugins", "--options", "berer")
+    assert code == 1
+    assert "no step named 'berer' is installed; did you mean 'bearer'?" in out
+
+
 async def _wait_for_line(stream: asyncio.StreamReader, needle: str) -> str:
     seen = ""
     while needle not in seen:

@@ -8,7 +8,14 @@ from typing import Any
 
 import pytest
 
-from electric_proxy import BearerAuth, ConfigError, Credentials, ShapePolicy, parse_config
+from electric_proxy import (
+    BearerAuth,
+    ConfigError,
+    Credentials,
+    ShapePolicy,
+    ShapeProxy,
+    parse_config,
+)
 from electric_proxy.config import load_config
 
 GOOD = {
@@ -114,3 +121,76 @@ def test_load_config_reads_toml(secrets: Path) -> None:
     path.write_text("[upstream\n")
     with pytest.raises(ConfigError, match="not valid TOML"):
         load_config(path)
+
+
+BAD_ROUTE_PATHS = [
+    ("v1/shape", "starting with '/'"),
+    ("/v1/shape/", "not ending with '/'"),
+    ("/v1/{table}", "'{' and '}' are not allowed"),
+    ("/v1/shape?table=todos", "no query or fragment"),
+    ("/v1/shape#top", "no query or fragment"),
+    ("/v1//shape", "no empty, '.' or '..' segments"),
+    ("/v1/./shape", "no empty, '.' or '..' segments"),
+    ("/v1/../shape", "no empty, '.' or '..' segments"),
+    ("/v1/sh ape", "no spaces, no '%' escapes"),
+    ("/v1/%73hape", "no spaces, no '%' escapes"),
+    ("/v1/café", "no spaces, no '%' escapes"),
+]
+
+
+@pytest.mark.parametrize(("path", "reason"), BAD_ROUTE_PATHS)
+def test_server_path_is_checked_with_its_option_path(path: str, reason: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config({"server": {"path": path}, "upstream": {"url": "http://e:3000"}})
+    [problem] = info.value.problems
+    assert problem.startswith("server.path: Value error, expected a path like /v1/shape")
+    assert reason in problem
+
+
+@pytest.mark.parametrize(("path", "reason"), [*BAD_ROUTE_PATHS, ("/", "not ending with '/'")])
+def test_streams_path_is_checked_with_its_option_path(path: str, reason: str) -> None:
+    streams = {"path": path, "upstream": {"url": "http://streams:4437/v1/stream"}}
+    with pytest.raises(ConfigError) as info:
+        parse_config({"streams": streams})
+    [problem] = info.value.problems
+    assert problem.startswith("streams.path: expected a path like /v1/stream")
+    assert reason in problem
+
+
+def test_the_shape_route_may_not_sit_under_the_streams_prefix() -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config(
+            {
+                "server": {"path": "/v1/stream/shape"},
+                "upstream": {"url": "http://e:3000"},
+                "streams": {"upstream": {"url": "http://streams:4437/v1/stream"}},
+            }
+        )
+    assert info.value.problems == [
+        "server.path: /v1/stream/shape is under streams.path /v1/stream; choose another path"
+    ]
+
+
+@pytest.mark.parametrize("path", ["/", "/shape", "/api/v1/shape", "/api/v1:shape@eu-1.(x)"])
+async def test_an_accepted_shape_path_is_served_at_exactly_those_bytes(
+    path: str, aiohttp_client: Any
+) -> None:
+    config = parse_config(
+        {
+            "server": {"path": path},
+            "upstream": {"url": "http://127.0.0.1:1/v1/shape", "connect_timeout": 0.5},
+            "health": {"enabled": False},
+        }
+    )
+    client = await aiohttp_client(config.app())
+    async with client.get(path, params={"table": "todos", "offset": "-1"}) as response:
+        assert response.status == 502  # routed, then forwarded to nothing
+    async with client.get(path + "x") as response:
+        assert response.status == 404
+
+
+async def test_a_refused_path_is_one_no_client_could_reach(aiohttp_client: Any) -> None:
+    """Why spaces are refused: the route matches raw bytes, and a client sends ``%20``."""
+    client = await aiohttp_client(ShapeProxy(upstream="http://127.0.0.1:1", path="/a b").app())
+    async with client.get("/a%20b", params={"offset": "-1"}) as response:
+        assert response.status == 404

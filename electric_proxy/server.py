@@ -1,0 +1,204 @@
+"""From a validated config to a running proxy: assemble the app, serve it, in one process or
+``--workers N``, with the process limits a proxy of held requests needs.
+
+:mod:`electric_proxy.config` only reads and checks; everything that builds endpoints, opens
+sockets or forks is here, and :mod:`electric_proxy.cli` only parses arguments.
+
+``--workers N``: one event loop uses one core; a host with more cores runs several. The
+supervisor binds the socket once and forks the workers, which all ``accept`` on it, so the
+kernel spreads new connections among them and no port juggling or ``SO_REUSEPORT`` is
+needed. Each worker is a complete proxy with its own upstream pool, JWKS cache and coalescer
+(so coalescing and any in-memory state is per worker). SIGTERM or SIGINT to the supervisor
+is passed to every worker, each of which shuts down gracefully (``shutdown_timeout``); a
+worker that dies otherwise is restarted, unless workers keep dying, which ends the
+supervisor with an error rather than looping.
+
+Metrics are per worker too: worker ``i`` serves its own on ``[metrics] port + i``, and each
+is a scrape target (Prometheus sums them). One shared path on the proxy's own port would
+show whichever worker the kernel picked, so ``main_path`` is refused with workers.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import resource
+import signal
+import socket
+import time
+from multiprocessing.connection import wait
+from multiprocessing.process import BaseProcess
+from types import FrameType
+
+from aiohttp import web
+
+from .app import Endpoint, ShapeProxy
+from .caching import CacheMode
+from .config import ConfigError, ProxyConfig, StreamsConfig
+from .http_server import own_application
+from .ops import add_operations
+from .runtime import run_server
+from .streams import StreamProxy
+
+__all__ = [
+    "build_app",
+    "build_shapes",
+    "build_streams",
+    "raise_open_file_limit",
+    "serve",
+    "serve_workers",
+]
+
+log = logging.getLogger("electric_proxy")
+workers_log = logging.getLogger("electric_proxy.workers")
+
+#: More crashes than this within CRASH_WINDOW seconds and the supervisor gives up.
+MAX_CRASHES = 5
+CRASH_WINDOW = 60.0
+
+
+def build_shapes(config: ProxyConfig) -> ShapeProxy:
+    """The shape endpoint (``[upstream]`` + ``[[chain]]``)."""
+    if config.upstream is None:
+        raise ConfigError(["upstream: no shape endpoint is configured"])
+    return ShapeProxy(
+        upstream=config.upstream,
+        chain=[step for _, step in config.steps],
+        path=config.server.path,
+        coalesce_live=config.server.coalesce_live,
+        cache=config.server.cache,
+    )
+
+
+def build_streams(streams: StreamsConfig, cache: CacheMode = "vary") -> StreamProxy:
+    """The Durable Streams endpoint (``[streams]``)."""
+    return StreamProxy(
+        upstream=streams.upstream,
+        chain=[step for _, step in streams.steps],
+        path=streams.path,
+        cache=cache,
+    )
+
+
+def build_app(config: ProxyConfig, *, worker: int = 0) -> web.Application:
+    """Every configured endpoint in one application, with health routes and metrics.
+
+    ``worker`` is the index of a ``serve --workers`` process (its metrics port offset).
+    """
+    app = web.Application()
+    own_application(app)
+    endpoints: list[Endpoint] = []
+    if config.upstream is not None:
+        endpoints.append(build_shapes(config))
+    if config.streams is not None:
+        endpoints.append(build_streams(config.streams, config.server.cache))
+    for endpoint in endpoints:
+        endpoint.setup(app)
+    add_operations(app, endpoints, health=config.health, metrics=config.metrics, worker=worker)
+    return app
+
+
+def raise_open_file_limit() -> None:
+    """Each held live request costs two sockets; the soft limit is often far below the hard."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft < hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (ValueError, OSError):
+            log.warning("could not raise the open-file limit above %d", soft)
+
+
+def serve(
+    config: ProxyConfig, *, host: str | None = None, port: int | None = None, workers: int = 1
+) -> int:
+    """``electric-proxy serve``: run until SIGTERM or SIGINT; the exit status.
+
+    ``host`` and ``port`` override ``[server]``; ``workers`` above 1 forks that many.
+    """
+    raise_open_file_limit()
+    server = config.server
+    host = host or server.host
+    port = port if port is not None else server.port
+    if workers > 1:
+        return serve_workers(config, host, port, workers)
+    run_server(
+        build_app(config),
+        event_loop=server.event_loop,
+        tune_gc=server.tune_gc,
+        host=host,
+        port=port,
+        backlog=server.backlog,
+        print=lambda msg: log.info("%s", msg),
+        **server.run_app_options(),
+    )
+    return 0
+
+
+def _worker(config: ProxyConfig, sock: socket.socket, index: int) -> None:
+    workers_log.info("worker %d (pid %d) serving", index, os.getpid())
+    server = config.server
+    run_server(
+        build_app(config, worker=index),
+        event_loop=server.event_loop,
+        tune_gc=server.tune_gc,
+        sock=sock,
+        print=None,
+        **server.run_app_options(),
+    )
+
+
+def serve_workers(config: ProxyConfig, host: str, port: int, workers: int) -> int:
+    """Supervise ``workers`` forked processes on one socket; the exit status."""
+    if config.metrics is not None and config.metrics.main_path is not None:
+        workers_log.error(
+            "metrics.main_path cannot be used with --workers: each scrape would reach one "
+            "worker at random; use the metrics listener (worker i listens on port + i)"
+        )
+        return 1
+    sock = socket.create_server((host, port), backlog=config.server.backlog)
+    sock.set_inheritable(True)
+    workers_log.info(
+        "listening on http://%s:%d with %d workers", host, sock.getsockname()[1], workers
+    )
+    context = multiprocessing.get_context("fork")
+    stopping = False
+
+    def start(index: int) -> BaseProcess:
+        process = context.Process(target=_worker, args=(config, sock, index), daemon=False)
+        process.start()
+        return process
+
+    processes = {index: start(index) for index in range(workers)}
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        nonlocal stopping
+        stopping = True
+        for process in processes.values():
+            if process.pid is not None and process.is_alive():
+                os.kill(process.pid, signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    crashes: list[float] = []
+    try:
+        while processes:
+            wait([p.sentinel for p in processes.values()], timeout=1.0)
+            for index, process in list(processes.items()):
+                if process.is_alive():
+                    continue
+                process.join()
+                del processes[index]
+                if stopping:
+                    continue
+                now = time.monotonic()
+                crashes = [t for t in crashes if now - t < CRASH_WINDOW] + [now]
+                workers_log.error("worker %d exited with %s", index, process.exitcode)
+                if len(crashes) > MAX_CRASHES:
+                    workers_log.error("workers keep exiting; giving up")
+                    stop(signal.SIGTERM, None)
+                    continue
+                processes[index] = start(index)
+    finally:
+        sock.close()
+    return 1 if len(crashes) > MAX_CRASHES else 0
