@@ -115,7 +115,7 @@ def test_the_graph_reader_sees_imports_and_ignores_late_ones() -> None:
         graph["electric_proxy.cli"]
     )
     assert "electric_proxy.demo" not in graph["electric_proxy.cli"]  # imported inside _demo
-    assert "electric_proxy.steps.jwt" in graph["electric_proxy.metrics"]
+    assert "electric_proxy.labels" in graph["electric_proxy.metrics"]
     assert "electric_proxy.config" in graph[ROOT]
     assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
     assert find_cycle({"a": {"b"}, "b": set()}) is None
