@@ -14,6 +14,8 @@ import json
 import re
 from typing import Any, NoReturn
 
+from .errors import ElectricProxyError
+
 __all__ = ["MAX_DEPTH", "MAX_SIZE", "JsonInputError", "load_client_json"]
 
 #: Deeper than anything the shape protocol sends (a subset body is two levels).
@@ -29,7 +31,7 @@ _NOT_BRACKET = re.compile(rb"[^\[\]{}]+")
 _OPEN = b"[{"
 
 
-class JsonInputError(ValueError):
+class JsonInputError(ElectricProxyError, ValueError):
     """Why client JSON was refused, in words safe to send back (no input is quoted)."""
 
 

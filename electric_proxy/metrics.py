@@ -37,7 +37,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from .app import Endpoint
 from .chain import Handler, Middleware
-from .errors import REFUSAL, Refusal
+from .errors import REFUSAL, ElectricProxyError, Refusal
 from .health import PROBE
 from .labels import route_label, step_labels
 from .protocol import live_kind
@@ -71,7 +71,7 @@ _STATUS_CLASSES = ("0xx", "1xx", "2xx", "3xx", "4xx", "5xx")
 _MODES = ("catch_up", "long_poll", "sse")
 
 
-class MetricsUnavailable(RuntimeError):
+class MetricsUnavailable(ElectricProxyError, RuntimeError):
     """``prometheus-client`` is not installed (the ``metrics`` extra)."""
 
 

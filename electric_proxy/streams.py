@@ -137,10 +137,7 @@ class StreamProxy(Endpoint):
         path: str = "/v1/stream",
         cache: CacheMode = "vary",
     ) -> None:
-        settings = (
-            upstream if isinstance(upstream, UpstreamSettings) else UpstreamSettings(url=upstream)
-        )
-        forwarder = Forwarder(settings)
+        forwarder = Forwarder(UpstreamSettings.of(upstream))
         self.base = str(forwarder.url).rstrip("/")
         self.base_path = forwarder.url.path.rstrip("/")
         super().__init__(forwarder=forwarder, chain=chain, path=path, cache=cache)

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import abc
 
+from electric_proxy import ElectricProxyError
+
 __all__ = ["Backend", "BackendUnavailable", "Slot", "limit_key"]
 
 
-class BackendUnavailable(Exception):
+class BackendUnavailable(ElectricProxyError):
     """The store could not answer. The message is the underlying error's type name only:
     a connection error's text may name the server, and its URL may hold a password."""
 
