@@ -36,9 +36,7 @@ from .protocol import PASS_THROUGH_PARAMS, SUBSET_PAGING_PARAMS
 from .steps.request_id import CLIENT_IP, REQUEST_ID
 
 __all__ = [
-    "HIDDEN_QUERY_KEYS",
     "LOGGER_NAME",
-    "SHOWN_QUERY_KEYS",
     "AccessLogMode",
     "AccessLogger",
     "JsonAccessLogger",

@@ -70,7 +70,6 @@ __all__ = [
     "UpstreamTimeout",
     "UpstreamUnavailable",
     "answer_for",
-    "as_proxy_error",
     "error_for_status",
     "error_response",
     "json_errors",

@@ -34,7 +34,7 @@ from .errors import ElectricProxyError, UpstreamTimeout, UpstreamUnavailable
 from .protocol import HOP_BY_HOP_HEADERS, live_kind
 from .upstream_errors import ERROR_BODY_LIMIT
 
-__all__ = ["UPSTREAM_STATUS", "Forwarder", "UpstreamResponse", "UpstreamSettings", "reply_for"]
+__all__ = ["UPSTREAM_STATUS", "Forwarder", "UpstreamResponse", "UpstreamSettings"]
 
 log = logging.getLogger("electric_proxy.forward")
 

@@ -16,7 +16,7 @@ from typing import Any, NoReturn
 
 from .errors import ElectricProxyError
 
-__all__ = ["MAX_DEPTH", "MAX_SIZE", "JsonInputError", "load_client_json"]
+__all__ = ["MAX_DEPTH", "JsonInputError", "load_client_json"]
 
 #: Deeper than anything the shape protocol sends (a subset body is two levels).
 MAX_DEPTH = 32

@@ -48,14 +48,7 @@ if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
     from prometheus_client.metrics_core import Metric
 
-__all__ = [
-    "LATENCY_BUCKETS",
-    "METRICS",
-    "Metrics",
-    "MetricsSettings",
-    "MetricsUnavailable",
-    "metrics_available",
-]
+__all__ = ["METRICS", "Metrics", "MetricsSettings", "MetricsUnavailable", "metrics_available"]
 
 log = logging.getLogger("electric_proxy.metrics")
 

@@ -30,15 +30,7 @@ from .chain import Middleware, UpstreamRequest
 from .errors import BadRequest, NotFound
 from .forward import Forwarder, UpstreamSettings
 
-__all__ = [
-    "FORK_SOURCE",
-    "STREAM_PATH",
-    "StreamPath",
-    "StreamProxy",
-    "fork_source",
-    "parse_stream_path",
-    "public_prefix",
-]
+__all__ = ["FORK_SOURCE", "STREAM_PATH", "StreamPath", "StreamProxy"]
 
 STREAM_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS"})
 
