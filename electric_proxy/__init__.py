@@ -2,22 +2,19 @@
 
 from .access_log import AccessLogger, JsonAccessLogger
 from .app import ShapeProxy
-from .caching import SAME_FOR_EVERYONE, make_private, merge_vary
+from .caching import make_private, merge_vary
 from .chain import (
-    PRINCIPAL,
-    ROUTE,
-    UPSTREAM,
     Handler,
     Middleware,
     Principal,
     Route,
     Step,
+    StepMetric,
     UpstreamRequest,
     client_query,
 )
 from .config import ConfigError, ProxyConfig, StreamsConfig, load_config, parse_config
 from .errors import (
-    REFUSAL,
     BadRequest,
     DuplicateParameter,
     ElectricProxyError,
@@ -35,11 +32,24 @@ from .errors import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
-from .forward import UPSTREAM_STATUS, UpstreamResponse, UpstreamSettings
+from .forward import UpstreamResponse, UpstreamSettings
 from .health import Health, HealthSettings
 from .http_server import ProxyRunner, own_application, server_options
+from .keys import (
+    CLIENT_IP,
+    FORK_SOURCE,
+    PRINCIPAL,
+    REFUSAL,
+    REQUEST_ID,
+    ROUTE,
+    SAME_FOR_EVERYONE,
+    STREAM_PATH,
+    UPSTREAM,
+    UPSTREAM_STATUS,
+)
 from .logs import RequestIdLogFilter, current_request_id
 from .metrics import METRICS, Metrics, MetricsSettings
+from .protocol import live_kind
 from .registry import ENTRY_POINT_GROUP, available_steps, build_step
 from .steps.auth import Authenticator, bearer_token
 from .steps.bearer import BearerAuth, StaticToken
@@ -50,9 +60,9 @@ from .steps.headers import ResponseHeaders
 from .steps.jwks import JwksCache
 from .steps.jwt import JwtAuth
 from .steps.policy import ShapePolicy, ShapeRule
-from .steps.request_id import CLIENT_IP, REQUEST_ID, RequestId
+from .steps.request_id import RequestId
 from .steps.stream_policy import StreamPolicy, StreamRule
-from .streams import FORK_SOURCE, STREAM_PATH, StreamPath, StreamProxy
+from .streams import StreamPath, StreamProxy
 
 __version__ = "0.1.0"
 
@@ -112,6 +122,7 @@ __all__ = [
     "ShapeRule",
     "StaticToken",
     "Step",
+    "StepMetric",
     "StreamPath",
     "StreamPolicy",
     "StreamProxy",
@@ -129,6 +140,7 @@ __all__ = [
     "build_step",
     "client_query",
     "current_request_id",
+    "live_kind",
     "load_config",
     "make_private",
     "merge_vary",

@@ -29,11 +29,9 @@ from urllib.parse import quote
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 
-from .chain import PRINCIPAL
-from .forward import UPSTREAM_STATUS
+from .keys import CLIENT_IP, PRINCIPAL, REQUEST_ID, UPSTREAM_STATUS
 from .logs import current_request_id
 from .protocol import PASS_THROUGH_PARAMS, SUBSET_PAGING_PARAMS
-from .steps.request_id import CLIENT_IP, REQUEST_ID
 
 __all__ = [
     "LOGGER_NAME",

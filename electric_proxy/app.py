@@ -15,24 +15,15 @@ from typing import ClassVar, cast
 
 from aiohttp import hdrs, web
 from multidict import CIMultiDict
+from yarl import URL
 
 from .caching import CacheMode, CacheScope
-from .chain import (
-    PRINCIPAL,
-    ROUTE,
-    UPSTREAM,
-    Handler,
-    Middleware,
-    Route,
-    Step,
-    UpstreamRequest,
-    compose,
-    pass_through_params,
-)
+from .chain import Handler, Middleware, Route, Step, UpstreamRequest, compose, pass_through_params
 from .errors import MethodNotAllowed, NotFound, ProxyError
 from .forward import Forwarder, UpstreamSettings
 from .http_server import own_application
 from .inflight import InFlight
+from .keys import PRINCIPAL, ROUTE, UPSTREAM
 from .logs import bind_request_id
 from .protocol import ELECTRIC_EXPOSED_HEADERS, FORWARDED_REQUEST_HEADERS, SHAPE_METHODS
 from .upstream_errors import UpstreamErrorCleaner, error_body, passes_must_refetch
@@ -90,6 +81,24 @@ class Endpoint(abc.ABC):
     @abc.abstractmethod
     def build(self, request: web.Request) -> UpstreamRequest:
         """Parse the client's target once into the complete upstream request."""
+
+    @property
+    def route_label(self) -> str:
+        """The endpoint's name in metrics and readiness: bounded, never a client's path."""
+        return self.path
+
+    def serves(self, path: str) -> bool:
+        """Whether a request for ``path`` would reach this endpoint (so no other route may
+        use it)."""
+        return path == self.path
+
+    @abc.abstractmethod
+    def upstream_probe(self) -> tuple[str, URL]:
+        """The method and URL that tell whether the upstream can serve (for ``/readyz``)."""
+
+    @abc.abstractmethod
+    def upstream_problem(self, status: int) -> str | None:
+        """What the probe's ``status`` says is wrong with the upstream, or ``None``."""
 
     def from_upstream(self, request: web.Request, response: web.StreamResponse) -> None:  # noqa: B027
         """Adjust a successful upstream answer before the steps see it (default: nothing)."""
@@ -176,6 +185,14 @@ def forwarded_headers(request: web.Request, allowed: frozenset[str]) -> CIMultiD
 MUST_REFETCH = b'[{"headers":{"control":"must-refetch"}}]'
 
 
+def electric_health_url(shape_url: URL) -> URL:
+    """Electric's health route for a shape URL: ``.../v1/shape`` becomes ``.../v1/health``."""
+    path = shape_url.path
+    if path.endswith("/shape"):
+        return shape_url.with_path(path.removesuffix("shape") + "health")
+    return shape_url.with_path("/v1/health")
+
+
 class ShapeProxy(Endpoint):
     """One shape endpoint in front of one Electric.
 
@@ -219,6 +236,13 @@ class ShapeProxy(Endpoint):
             query=pass_through_params(request),
             headers=forwarded_headers(request, FORWARDED_REQUEST_HEADERS),
         )
+
+    def upstream_probe(self) -> tuple[str, URL]:
+        return hdrs.METH_GET, electric_health_url(self.forwarder.url)
+
+    def upstream_problem(self, status: int) -> str | None:
+        # Electric says 202 while it starts or waits for its replication lock.
+        return None if status == 200 else f"Electric's health check answered {status}"
 
     def passes_error(self, response: web.StreamResponse, body: bytes) -> bytes | None:
         # The client needs a 409 to start again; only Electric's control messages pass.

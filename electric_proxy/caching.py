@@ -25,14 +25,14 @@ from typing import Literal
 from aiohttp import hdrs, web
 from multidict import CIMultiDict
 
-__all__ = ["SAME_FOR_EVERYONE", "CacheMode", "CacheScope", "make_private", "merge_vary"]
+from .keys import SAME_FOR_EVERYONE
+
+__all__ = [ "CacheMode", "CacheScope", "make_private", "merge_vary"]
 
 CacheMode = Literal["vary", "private"]
 
 _ACCEPT_ENCODING = "Accept-Encoding"
 
-#: Set by a policy when the shape served is configured ``public``: the same rows for anyone.
-SAME_FOR_EVERYONE = web.RequestKey("electric_proxy.same_for_everyone", bool)
 
 
 def merge_vary(headers: CIMultiDict[str], *names: str) -> None:

@@ -15,9 +15,17 @@ read a 401 that lacks CORS headers).
 from __future__ import annotations
 
 import abc
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import (
+    AsyncIterable,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterable,
+    Mapping,
+    Sequence,
+)
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar, Literal
 
 import aiohttp
 from aiohttp import web
@@ -25,17 +33,16 @@ from multidict import CIMultiDict, MultiDict, MultiMapping
 from pydantic import BaseModel, ConfigDict
 
 from .errors import DuplicateParameter, answer_for
+from .keys import CLIENT_QUERY
 from .protocol import PARAMS_PREFIX, PASS_THROUGH_PARAMS, SINGLE_VALUED_PARAMS
 
 __all__ = [
-    "PRINCIPAL",
-    "ROUTE",
-    "UPSTREAM",
     "Handler",
     "Middleware",
     "Principal",
     "Route",
     "Step",
+    "StepMetric",
     "UpstreamRequest",
     "client_query",
     "compose",
@@ -101,20 +108,14 @@ class Route:
         object.__setattr__(self, "allow", ", ".join(sorted(self.methods)))
 
 
-PRINCIPAL = web.RequestKey("electric_proxy.principal", Principal)
-UPSTREAM = web.RequestKey("electric_proxy.upstream", UpstreamRequest)
-ROUTE = web.RequestKey("electric_proxy.route", Route)
-_CLIENT_QUERY: web.RequestKey[MultiMapping[str]] = web.RequestKey("electric_proxy.client_query")
-
-
 def client_query(request: web.Request) -> MultiMapping[str]:
     """The client's query string, refused if it repeats a key the proxy reads.
 
     Electric keeps the *last* value of a repeated key; a check that reads the first one
     could be bypassed, so a repeat is an error rather than a choice.
     """
-    if _CLIENT_QUERY in request:
-        return request[_CLIENT_QUERY]
+    if CLIENT_QUERY in request:
+        return request[CLIENT_QUERY]
     query: MultiMapping[str] = request.query
     seen: set[str] = set()
     for key, _ in query.items():  # keys() would hide the repeats
@@ -123,7 +124,7 @@ def client_query(request: web.Request) -> MultiMapping[str]:
                 f"query parameter {key!r} is given more than once", details={"parameter": key}
             )
         seen.add(key)
-    request[_CLIENT_QUERY] = query
+    request[CLIENT_QUERY] = query
     return query
 
 
@@ -131,6 +132,22 @@ def pass_through_params(request: web.Request) -> MultiDict[str]:
     """The client's protocol parameters: the only part of its query sent as it came."""
     query = client_query(request)
     return MultiDict((k, v) for k, v in query.items() if k in PASS_THROUGH_PARAMS)
+
+
+@dataclass(frozen=True, slots=True)
+class StepMetric:
+    """One number a step reports when metrics are scraped (see :meth:`Step.metrics`).
+
+    ``name`` is the full metric name (a counter's ``_total`` is added by the exposition);
+    ``labels`` are the step's own, beside the ``route`` and ``step`` labels the proxy adds.
+    Keep label values bounded and free of user data.
+    """
+
+    name: str
+    kind: Literal["counter", "gauge"]
+    help: str
+    value: float
+    labels: Mapping[str, str] = field(default_factory=dict)
 
 
 class Step(BaseModel, abc.ABC):
@@ -168,6 +185,17 @@ class Step(BaseModel, abc.ABC):
         Say what is wrong in words safe to show anyone: no secret, token or internal URL.
         """
         return None
+
+    #: Whether this step authenticates (metrics count its refusals as auth failures).
+    authenticates: ClassVar[bool] = False
+
+    def metrics(self) -> Iterable[StepMetric]:
+        """Numbers the step keeps (fetches, refusals, backend errors), read at scrape time.
+
+        Beside :meth:`ready`: how a built-in or third-party step reaches ``/metrics``
+        without the metrics module knowing its class.
+        """
+        return ()
 
     def identity_headers(self) -> Sequence[str] | None:
         """The request headers this step tells users apart by, or ``None`` if unknown.

@@ -45,7 +45,7 @@ def demo_config(upstream_url: str, secret: str) -> dict[str, Any]:
                         "columns": ["id", "org_id", "title", "done"],
                         "where": "org_id = :org_id",
                         "client_where": True,
-                        "filter_columns": ["title", "done"],
+                        "filter_columns": {"title": "text", "done": "bool"},
                     }
                 },
             },

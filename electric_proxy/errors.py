@@ -49,10 +49,10 @@ from typing import Any, ClassVar
 from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler
 
+from .keys import REFUSAL
 from .logs import describe_exception
 
 __all__ = [
-    "REFUSAL",
     "BadRequest",
     "DuplicateParameter",
     "ElectricProxyError",
@@ -89,9 +89,6 @@ class Refusal:
     status: int
     code: str
     step: object | None = None
-
-
-REFUSAL = web.ResponseKey("electric_proxy.refusal", Refusal)
 
 
 class ElectricProxyError(Exception):

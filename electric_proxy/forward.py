@@ -28,20 +28,18 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from yarl import URL
 
 from .bodies import complete_body
-from .chain import UPSTREAM, UpstreamRequest
+from .chain import UpstreamRequest
 from .coalesce import Coalescer
 from .errors import ElectricProxyError, UpstreamTimeout, UpstreamUnavailable
+from .keys import UPSTREAM, UPSTREAM_STATUS
 from .protocol import HOP_BY_HOP_HEADERS, live_kind
 from .upstream_errors import ERROR_BODY_LIMIT
 
-__all__ = ["UPSTREAM_STATUS", "Forwarder", "UpstreamResponse", "UpstreamSettings"]
+__all__ = ["Forwarder", "UpstreamResponse", "UpstreamSettings"]
 
 log = logging.getLogger("electric_proxy.forward")
 
 USER_AGENT = "electric-proxy"
-
-#: The status Electric answered with, for logs (absent when the proxy answered itself).
-UPSTREAM_STATUS = web.RequestKey("electric_proxy.upstream_status", int)
 
 
 class UpstreamSettings(BaseModel):

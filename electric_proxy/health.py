@@ -33,18 +33,15 @@ from typing import Any
 import aiohttp
 from aiohttp import hdrs, web
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
-from yarl import URL
 
 from .app import Endpoint
 from .chain import Step
-from .labels import route_label, step_labels
-from .streams import StreamProxy
+from .labels import step_labels
 
 __all__ = [
     "PROBE",
     "Health",
     "HealthSettings",
-    "electric_health_url",
     "path_conflict",
 ]
 
@@ -54,14 +51,6 @@ log = logging.getLogger("electric_proxy.health")
 PROBE: Mapping[str, Any] = MappingProxyType({"electric_proxy": "readiness probe"})
 
 _NO_STORE = {hdrs.CACHE_CONTROL: "no-store"}
-
-
-def electric_health_url(shape_url: URL) -> URL:
-    """Electric's health route for a shape URL: ``.../v1/shape`` becomes ``.../v1/health``."""
-    path = shape_url.path
-    if path.endswith("/shape"):
-        return shape_url.with_path(path.removesuffix("shape") + "health")
-    return shape_url.with_path("/v1/health")
 
 
 def path_conflict(path: str, shape_paths: Sequence[str], stream_paths: Sequence[str]) -> bool:
@@ -110,10 +99,8 @@ class Health:
     ) -> None:
         self.settings = HealthSettings(healthz=healthz, readyz=readyz, timeout=timeout, cache=cache)
         self.endpoints = tuple(endpoints)
-        shapes = [e.path for e in self.endpoints if not isinstance(e, StreamProxy)]
-        streams = [e.path for e in self.endpoints if isinstance(e, StreamProxy)]
         for path in (healthz, readyz):
-            if path_conflict(path, shapes, streams):
+            if any(endpoint.serves(path) for endpoint in self.endpoints):
                 raise ValueError(f"{path} is a proxied route; choose another health path")
         self._answer: tuple[float, dict[str, str]] | None = None
         self._running: asyncio.Task[dict[str, str]] | None = None
@@ -171,7 +158,7 @@ class Health:
         names: list[str] = []
         probes = []
         for endpoint in self.endpoints:
-            route = route_label(endpoint)
+            route = endpoint.route_label
             names.append(f"upstream {route}")
             probes.append(self._upstream(endpoint, sessions[id(endpoint)]))
             labels = step_labels(endpoint.steps)
@@ -189,10 +176,7 @@ class Health:
             return "shutting down"
         if session is None or session.closed:
             return "the upstream session is not open"
-        if isinstance(endpoint, StreamProxy):
-            method, url = hdrs.METH_HEAD, endpoint.forwarder.url
-        else:
-            method, url = hdrs.METH_GET, electric_health_url(endpoint.forwarder.url)
+        method, url = endpoint.upstream_probe()
         timeout = aiohttp.ClientTimeout(total=self.settings.timeout)
         try:
             async with session.request(
@@ -203,9 +187,7 @@ class Health:
             return "the upstream did not answer in time"
         except (aiohttp.ClientError, OSError) as exc:
             return f"the upstream cannot be reached ({type(exc).__name__})"
-        if isinstance(endpoint, StreamProxy):
-            return None if status < 500 else f"the upstream answered {status}"
-        return None if status == 200 else f"Electric's health check answered {status}"
+        return endpoint.upstream_problem(status)
 
     async def _step(self, step: Step) -> str | None:
         try:

@@ -36,9 +36,10 @@ from typing import Any
 
 from aiohttp import hdrs, web
 
-from .chain import UPSTREAM, Handler
+from .chain import Handler
 from .errors import ServiceUnavailable
 from .forward import UpstreamResponse
+from .keys import UPSTREAM
 from .protocol import LiveKind, live_kind
 
 __all__ = ["InFlight"]

@@ -1,23 +1,17 @@
-"""Bounded names for endpoints and steps, shared by metrics and readiness checks.
+"""Bounded names for steps, shared by metrics and readiness checks.
 
-Both are fixed when the app is built, so they can be used as metric labels: the route is the
-configured path (``<path>/*`` for a streams route, never a stream's name) and a step is
-named by its class (a plain middleware by its function name), numbered when repeated.
+Fixed when the app is built, so they can be used as metric labels: a step is named by its
+class (a plain middleware by its function name), numbered when repeated. (An endpoint names
+itself: ``Endpoint.route_label``.)
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-from .app import Endpoint
 from .chain import Middleware
-from .streams import StreamProxy
 
-__all__ = ["route_label", "step_labels"]
-
-
-def route_label(endpoint: Endpoint) -> str:
-    return f"{endpoint.path}/*" if isinstance(endpoint, StreamProxy) else endpoint.path
+__all__ = ["step_labels"]
 
 
 def step_labels(steps: Sequence[Middleware]) -> dict[int, str]:

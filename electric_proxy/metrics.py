@@ -27,7 +27,7 @@ import asyncio
 import importlib.util
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
@@ -36,13 +36,12 @@ from aiohttp import hdrs, web
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from .app import Endpoint
-from .chain import Handler, Middleware
-from .errors import REFUSAL, ElectricProxyError, Refusal
+from .chain import Handler, Middleware, Step
+from .errors import ElectricProxyError, Refusal
 from .health import PROBE
-from .labels import route_label, step_labels
+from .keys import REFUSAL
+from .labels import step_labels
 from .protocol import live_kind
-from .steps.auth import Authenticator
-from .steps.jwt import JwtAuth
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
@@ -113,7 +112,7 @@ class _Observer:
         self._metrics = metrics
         self._route = route
         self._steps = step_labels(steps)
-        self._authenticators = {id(s) for s in steps if isinstance(s, Authenticator)}
+        self._authenticators = {id(s) for s in steps if isinstance(s, Step) and s.authenticates}
         self._requests: dict[tuple[str, str], Any] = {}
 
     def _count(self, method: str, status: str) -> None:
@@ -185,25 +184,6 @@ class _State:
             "Upstream requests made for coalescable live long-polls",
             labels=["route"],
         )
-        fetches = CounterMetricFamily(
-            "electric_proxy_jwks_fetches",
-            "JWKS fetches started (refreshes included)",
-            labels=["route", "step"],
-        )
-        failures = CounterMetricFamily(
-            "electric_proxy_jwks_fetch_failures",
-            "JWKS fetches that failed (the cached keys were kept)",
-            labels=["route", "step"],
-        )
-        keys = GaugeMetricFamily(
-            "electric_proxy_jwks_keys", "Signing keys currently cached", labels=["route", "step"]
-        )
-        outages = CounterMetricFamily(
-            "electric_proxy_auth_unavailable",
-            "Tokens that arrived while no signing key could be had, by what was done "
-            "(rejected: 503; fallback_keys: verified with the pinned fallback keys)",
-            labels=["route", "step", "outcome"],
-        )
         for route, endpoint in self._endpoints:
             for kind, count in endpoint.inflight.held.items():
                 held.add_metric([route, kind], count)
@@ -212,17 +192,39 @@ class _State:
             if coalescer is not None:
                 joined.add_metric([route], coalescer.joined)
                 flights.add_metric([route], coalescer.upstream_requests)
+        yield from (held, drained, joined, flights)
+        yield from self._step_metrics()
+
+    def _step_metrics(self) -> Iterator[Metric]:
+        """What each step reports through :meth:`~electric_proxy.Step.metrics`, one family
+        per name, with ``route`` and ``step`` labels added."""
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+        families: dict[str, Any] = {}  # Counter/GaugeMetricFamily, imported lazily
+        label_names: dict[str, tuple[str, ...]] = {}
+        for route, endpoint in self._endpoints:
             labels = step_labels(endpoint.steps)
             for step in endpoint.steps:
-                if not isinstance(step, JwtAuth) or step.jwks is None:
+                if not isinstance(step, Step):
                     continue
-                name = labels[id(step)]
-                fetches.add_metric([route, name], step.jwks.fetches)
-                failures.add_metric([route, name], step.jwks.failures)
-                keys.add_metric([route, name], len(step.jwks.keys))
-                for outcome, count in step.outages.items():
-                    outages.add_metric([route, name, outcome], count)
-        yield from (held, drained, joined, flights, fetches, failures, keys, outages)
+                for sample in step.metrics():
+                    own = tuple(sorted(sample.labels))
+                    family = families.get(sample.name)
+                    if family is None:
+                        kind = (
+                            CounterMetricFamily if sample.kind == "counter" else GaugeMetricFamily
+                        )
+                        label_names[sample.name] = own
+                        family = kind(sample.name, sample.help, labels=["route", "step", *own])
+                        families[sample.name] = family
+                    elif label_names[sample.name] != own:
+                        log.warning(
+                            "step metric %s changed its labels; sample dropped", sample.name
+                        )
+                        continue
+                    values = [route, labels[id(step)], *(sample.labels[k] for k in own)]
+                    family.add_metric(values, sample.value)
+        yield from families.values()
 
 
 class Metrics:
@@ -281,7 +283,7 @@ class Metrics:
         )
         bound: list[tuple[str, Endpoint]] = []
         for endpoint in endpoints:
-            route = route_label(endpoint)
+            route = endpoint.route_label
             endpoint.observer = _Observer(self, route, endpoint.steps)
             endpoint.forwarder.trace_configs.append(self._latency_trace(route))
             bound.append((route, endpoint))

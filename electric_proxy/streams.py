@@ -23,14 +23,16 @@ from urllib.parse import unquote
 
 from aiohttp import hdrs, web
 from multidict import MultiDict
+from yarl import URL
 
 from .app import Endpoint, forwarded_headers
 from .caching import CacheMode
 from .chain import Middleware, UpstreamRequest
 from .errors import BadRequest, NotFound
 from .forward import Forwarder, UpstreamSettings
+from .keys import FORK_SOURCE, STREAM_PATH
 
-__all__ = ["FORK_SOURCE", "STREAM_PATH", "StreamPath", "StreamProxy"]
+__all__ = ["StreamPath", "StreamProxy"]
 
 STREAM_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS"})
 
@@ -81,11 +83,6 @@ class StreamPath:
     raw: str
     segments: tuple[str, ...]
     prefix: str = "/v1/stream/"
-
-
-STREAM_PATH = web.RequestKey("electric_proxy.stream_path", StreamPath)
-#: The stream a ``PUT`` forks from (``Stream-Forked-From``), parsed once like the path.
-FORK_SOURCE = web.RequestKey("electric_proxy.fork_source", StreamPath)
 
 
 def public_prefix(request: web.Request) -> str:
@@ -161,6 +158,20 @@ class StreamProxy(Endpoint):
             headers=headers,
             body=body,
         )
+
+    @property
+    def route_label(self) -> str:
+        return f"{self.path}/*"  # never a stream's name: labels stay bounded
+
+    def serves(self, path: str) -> bool:
+        return path == self.path or path.startswith(self.path + "/")
+
+    def upstream_probe(self) -> tuple[str, URL]:
+        # Durable Streams servers have no health route; any answer below 500 is a live server.
+        return hdrs.METH_HEAD, self.forwarder.url
+
+    def upstream_problem(self, status: int) -> str | None:
+        return None if status < 500 else f"the upstream answered {status}"
 
     def _to_public(self, request: web.Request, value: str) -> str | None:
         """An upstream URL or path as the client must see it; None if it is not ours."""

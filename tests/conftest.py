@@ -5,10 +5,11 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import pytest
+from pg_cluster import Cluster, private_cluster
 
 from electric_proxy import BearerAuth, Credentials, ShapePolicy, StaticToken
 from electric_proxy.testing.pytest_plugin import RunningUpstream
@@ -40,7 +41,9 @@ def standard_chain(upstream: RunningUpstream, **rule: Any) -> list[Any]:
 async def shape_client(proxy_client: Any, electric_upstream: RunningUpstream) -> Any:
     """A proxy with the standard chain, client filters allowed on title and done."""
     return await proxy_client(
-        standard_chain(electric_upstream, client_where=True, filter_columns=["title", "done"])
+        standard_chain(
+            electric_upstream, client_where=True, filter_columns={"title": "text", "done": "bool"}
+        )
     )
 
 
@@ -76,3 +79,10 @@ async def send_raw(port: int, data: bytes) -> tuple[int, dict[str, str], bytes]:
         name, _, value = line.partition(":")
         headers[name.strip().lower()] = value.strip()
     return int(status_line.split()[1]), headers, body
+
+
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[Cluster]:
+    """One private PostgreSQL cluster for the session; modules make their own databases."""
+    with private_cluster() as cluster:
+        yield cluster

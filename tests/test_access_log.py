@@ -58,7 +58,10 @@ async def logged_client(
     chain: list[Any] | None = None,
 ) -> Any:
     if chain is None:
-        chain = [RequestId(), *standard_chain(upstream, client_where=True)]
+        chain = [
+            RequestId(),
+            *standard_chain(upstream, client_where=True, filter_columns={"done": "bool"}),
+        ]
     proxy = ShapeProxy(upstream=upstream.url, chain=chain)
     server = await aiohttp_server(
         proxy.app(), access_log_class=cls, access_log=logging.getLogger(LOGGER_NAME)

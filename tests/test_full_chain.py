@@ -20,7 +20,9 @@ async def client(proxy_client: Any, electric_upstream: RunningUpstream) -> Any:
         Cors(allow_origins=[APP], allow_credentials=True),
         RequestId(),
         ResponseHeaders(vary=["Authorization", "Cookie"]),
-        *standard_chain(electric_upstream, client_where=True, filter_columns=["title", "done"]),
+        *standard_chain(
+            electric_upstream, client_where=True, filter_columns={"title": "text", "done": "bool"}
+        ),
     ]
     return await proxy_client(chain)
 

@@ -6,7 +6,7 @@ import asyncio
 import subprocess
 import sys
 import textwrap
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import aiohttp
@@ -15,13 +15,17 @@ import pytest
 from aiohttp import web
 from conftest import ALICE, BOB, auth, standard_chain
 from prometheus_client.parser import text_string_to_metric_families
+from pydantic import Field
 
 from electric_proxy import (
     ConfigError,
+    Handler,
     Health,
     JwtAuth,
     Metrics,
     ShapeProxy,
+    Step,
+    StepMetric,
     StreamProxy,
     parse_config,
 )
@@ -79,7 +83,7 @@ async def eventually(condition: Callable[[], bool], within: float = 5.0) -> None
 async def test_requests_refusals_and_upstream_latency(
     aiohttp_client: Any, electric_upstream: RunningUpstream
 ) -> None:
-    chain = standard_chain(electric_upstream, client_where=True, filter_columns=["title"])
+    chain = standard_chain(electric_upstream, client_where=True, filter_columns={"title": "text"})
     proxy = ShapeProxy(upstream=electric_upstream.url, chain=chain)
     app, _ = app_with([proxy])
     client = await aiohttp_client(app)
@@ -405,3 +409,36 @@ async def test_answers_raised_as_aiohttp_exceptions_are_counted_by_their_status(
     route = {"route": "/v1/shape", "method": "GET"}
     assert value(samples, "electric_proxy_requests_total", **route, status="3xx") == 1
     assert value(samples, "electric_proxy_requests_total", **route, status="5xx") == 1
+
+
+class CountingStep(Step):
+    """A third party's step that keeps a number of its own."""
+
+    seen: list[int] = Field(default_factory=list)
+
+    def metrics(self) -> Iterator[StepMetric]:
+        yield StepMetric(
+            "acme_things", "counter", "Things a step counted", len(self.seen), {"kind": "x"}
+        )
+        yield StepMetric("acme_level", "gauge", "A level", 3.5)
+
+    async def __call__(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        self.seen.append(1)
+        return await handler(request)
+
+
+async def test_a_step_reports_its_own_numbers_through_the_hook(
+    aiohttp_client: Any, electric_upstream: RunningUpstream
+) -> None:
+    step = CountingStep()
+    proxy = ShapeProxy(
+        upstream=electric_upstream.url, chain=[step, *standard_chain(electric_upstream)]
+    )
+    app, _ = app_with([proxy])
+    client = await aiohttp_client(app)
+    for _ in range(3):
+        assert (await client.get("/v1/shape?offset=-1", headers=auth(ALICE))).status == 200
+    _, samples = await scrape(client)
+    route = {"route": "/v1/shape", "step": "CountingStep"}
+    assert value(samples, "acme_things_total", kind="x", **route) == 3
+    assert value(samples, "acme_level", **route) == 3.5

@@ -28,8 +28,22 @@ def test_every_export_is_documented_in_the_readme() -> None:
     assert missing == []
 
 
+BUILTIN_STEPS = {
+    "bearer",
+    "cors",
+    "credentials",
+    "gatekeeper",
+    "headers",
+    "jwt",
+    "policy",
+    "request_id",
+    "stream_policy",
+}
+
+
 def test_every_builtin_step_is_registered_documented_and_tested() -> None:
     tests = Path(__file__).parent
+    checked = set()
     for info in available_steps():
         if info.distribution != "electric-proxy":
             continue
@@ -38,3 +52,6 @@ def test_every_builtin_step_is_registered_documented_and_tested() -> None:
         # A step's module, or the package of a step split into modules (steps/gatekeeper/).
         module = cls.__module__.removeprefix("electric_proxy.steps.").split(".")[0]
         assert (tests / "steps" / f"test_{module}.py").exists(), f"no tests for {info.name}"
+        checked.add(info.name)
+    # An empty registry (a broken install) must not pass this test by checking nothing.
+    assert checked == BUILTIN_STEPS

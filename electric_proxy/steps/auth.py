@@ -17,8 +17,9 @@ from collections.abc import Sequence
 
 from aiohttp import hdrs, web
 
-from ..chain import PRINCIPAL, Handler, Principal, Step
+from ..chain import Handler, Principal, Step
 from ..errors import Unauthorized
+from ..keys import PRINCIPAL
 
 __all__ = ["B64TOKEN", "Authenticator", "bearer_token"]
 
@@ -43,6 +44,8 @@ def bearer_token(request: web.Request) -> str | None:
 
 
 class Authenticator(Step):
+    authenticates = True
+
     def identity_headers(self) -> Sequence[str] | None:
         """``None``: users are told apart by means the endpoint cannot name, so it marks
         every response ``private``. Override with the headers read (``("X-Api-Key",)``) to

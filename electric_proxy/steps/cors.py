@@ -16,8 +16,9 @@ from pydantic import Field, field_validator, model_validator
 from yarl import URL
 
 from ..caching import merge_vary
-from ..chain import ROUTE, Handler, Route, Step
+from ..chain import Handler, Route, Step
 from ..errors import Forbidden
+from ..keys import ROUTE
 from ..protocol import ELECTRIC_EXPOSED_HEADERS, FORWARDED_REQUEST_HEADERS, SHAPE_METHODS
 
 __all__ = ["Cors"]

@@ -12,7 +12,8 @@ from typing import Literal
 from aiohttp import hdrs, web
 from pydantic import Field, SecretStr
 
-from ..chain import UPSTREAM, Handler, Step
+from ..chain import Handler, Step
+from ..keys import UPSTREAM
 
 __all__ = ["Credentials"]
 

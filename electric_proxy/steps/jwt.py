@@ -36,7 +36,7 @@ import ipaddress
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from typing import Any, Literal, Protocol, cast
 
 from aiohttp import hdrs, web
@@ -55,7 +55,7 @@ from joserfc.jwt import ClaimsOption, JWTClaimsRegistry
 from pydantic import Field, PrivateAttr, SecretStr, field_validator
 from yarl import URL
 
-from ..chain import Principal
+from ..chain import Principal, StepMetric
 from ..errors import ServiceUnavailable, Unauthorized
 from .auth import Authenticator, bearer_token
 from .jwks import JwksCache, key_fits
@@ -435,6 +435,35 @@ class JwtAuth(Authenticator):
         """Tokens that arrived while no JWKS key could be had, by outcome: ``rejected``
         (answered 503) and ``fallback_keys`` (verified with the pinned keys)."""
         return dict(self._outages)
+
+    def metrics(self) -> Iterator[StepMetric]:
+        jwks = self._jwks
+        if jwks is None:
+            return
+        yield StepMetric(
+            "electric_proxy_jwks_fetches",
+            "counter",
+            "JWKS fetches started (refreshes included)",
+            jwks.fetches,
+        )
+        yield StepMetric(
+            "electric_proxy_jwks_fetch_failures",
+            "counter",
+            "JWKS fetches that failed (the cached keys were kept)",
+            jwks.failures,
+        )
+        yield StepMetric(
+            "electric_proxy_jwks_keys", "gauge", "Signing keys currently cached", len(jwks.keys)
+        )
+        for outcome, count in self._outages.items():
+            yield StepMetric(
+                "electric_proxy_auth_unavailable",
+                "counter",
+                "Tokens that arrived while no signing key could be had, by what was done "
+                "(rejected: 503; fallback_keys: verified with the pinned fallback keys)",
+                count,
+                {"outcome": outcome},
+            )
 
     async def ready(self) -> str | None:
         """Not ready while a JWKS step has no key and would reject tokens for it."""

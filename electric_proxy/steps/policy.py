@@ -25,16 +25,17 @@ from aiohttp import hdrs, web
 from multidict import MultiDict, MultiMapping
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from ..caching import SAME_FOR_EVERYONE
-from ..chain import PRINCIPAL, UPSTREAM, Handler, Principal, Step, client_query
+from ..chain import Handler, Principal, Step, client_query
 from ..errors import BadRequest, Forbidden, InvalidBody, InvalidFilter, PayloadTooLarge
 from ..json_input import JsonInputError, load_client_json
+from ..keys import PRINCIPAL, SAME_FOR_EVERYONE, UPSTREAM
 from ..protocol import SUBSET_PAGING_PARAMS, positional_params
 from ..where import (
     ClientFilter,
     Limits,
     ServerFilter,
     WhereError,
+    canonical_type,
     check_params,
     combine,
     parse_client_where,
@@ -63,8 +64,10 @@ class ShapeRule(BaseModel):
     )
     client_where: bool = Field(False, description="May the client add its own `where`?")
     subsets: bool = Field(True, description="May the client ask for subset snapshots?")
-    filter_columns: tuple[str, ...] | None = Field(
-        None, description="Columns client filters may use; default: `columns` (or any)"
+    filter_columns: tuple[str, ...] | dict[str, str] | None = Field(
+        None,
+        description="Columns client filters may use, as a list or with their Postgres types"
+        ' ({title = "text"}); default: `columns` (or any), untyped',
     )
     public: bool = Field(
         False,
@@ -84,6 +87,18 @@ class ShapeRule(BaseModel):
                     + ")"
                 )
         return self
+    leakproof: bool = Field(
+        True, description="Refuse client filters that could fail on other tenants' rows"
+    )
+
+    @field_validator("filter_columns")
+    @classmethod
+    def _known_types(
+        cls, value: tuple[str, ...] | dict[str, str] | None
+    ) -> tuple[str, ...] | dict[str, str] | None:
+        if isinstance(value, dict):
+            return {name: canonical_type(kind) for name, kind in value.items()}
+        return value
 
     @field_validator("where")
     @classmethod
@@ -106,9 +121,11 @@ class ShapeRule(BaseModel):
         return ServerFilter.compile(self.where) if self.where is not None else None
 
     @cached_property
-    def _column_set(self) -> frozenset[str] | None:
+    def _column_set(self) -> frozenset[str] | dict[str, str] | None:
         allowed = self.filter_columns if self.filter_columns is not None else self.columns
-        return frozenset(allowed) if allowed is not None else None
+        if allowed is None or isinstance(allowed, dict):
+            return allowed
+        return frozenset(allowed)
 
     @cached_property
     def _upstream_columns(self) -> str | None:
@@ -152,18 +169,27 @@ class ShapePolicy(Step):
     max_body_size: int = Field(1 << 20, ge=1024, description="Bytes of a POST subset body")
 
     @cached_property
-    def _combine(self) -> Callable[[str, str | None], tuple[str | None, int]]:
+    def _combine(
+        self,
+    ) -> Callable[[str, str | None], tuple[str | None, int, frozenset[int]]]:
         # The combined `where` depends on the rule and the client text only (claims go into
-        # params), so it is computed once per distinct client filter.
+        # params), so it is computed once per distinct client filter. Also returned: how many
+        # client params it takes and which of them are LIKE patterns (client numbering).
         @functools.lru_cache(maxsize=4096)
-        def combined(name: str, client_text: str | None) -> tuple[str | None, int]:
+        def combined(name: str, client_text: str | None) -> tuple[str | None, int, frozenset[int]]:
             rule = self.shapes[name]
             client: ClientFilter | None = None
             if client_text is not None:
                 client = parse_client_where(
-                    client_text, columns=rule._column_set, limits=self.limits, field="where"
+                    client_text,
+                    columns=rule._column_set,
+                    limits=self.limits,
+                    field="where",
+                    leakproof=rule.leakproof,
                 )
-            return combine(rule._server, client), client.max_param if client else 0
+            if client is None:
+                return combine(rule._server, None), 0, frozenset()
+            return combine(rule._server, client), client.max_param, client.like_params
 
         return combined
 
@@ -199,11 +225,13 @@ class ShapePolicy(Step):
         if (client_where is not None or client_params) and not rule.client_where:
             raise BadRequest("this shape takes no client filter", code="filter_not_allowed")
         try:
-            where, needed = self._combine(name, client_where)
+            where, needed, patterns = self._combine(name, client_where)
             server_values = [
                 _claim_text(principal, c) for c in (rule._server.claims if rule._server else ())
             ]
-            values = server_values + check_params(client_params, needed=needed, field="params")
+            values = server_values + check_params(
+                client_params, needed=needed, field="params", patterns=patterns
+            )
         except WhereError as exc:
             raise _filter_error(exc) from None
 
@@ -256,13 +284,18 @@ class ShapePolicy(Step):
         out: dict[str, Any] = {}
         try:
             needed = 0
+            patterns: frozenset[int] = frozenset()
             if where is not None:
                 parsed = parse_client_where(
-                    where, columns=rule._column_set, limits=self.limits, field=f"{prefix}where"
+                    where,
+                    columns=rule._column_set,
+                    limits=self.limits,
+                    field=f"{prefix}where",
+                    leakproof=rule.leakproof,
                 )
                 out["where"] = combine(None, parsed)
-                needed = parsed.max_param
-            values = check_params(params, needed=needed, field=f"{prefix}params")
+                needed, patterns = parsed.max_param, parsed.like_params
+            values = check_params(params, needed=needed, field=f"{prefix}params", patterns=patterns)
             if values:
                 out["params"] = {str(i): v for i, v in enumerate(values, start=1)}
             if order_by is not None:

@@ -16,13 +16,12 @@ from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_add
 from aiohttp import hdrs, web
 from pydantic import Field
 
-from ..chain import UPSTREAM, Handler, Step
+from ..chain import Handler, Step
+from ..keys import CLIENT_IP, REQUEST_ID, UPSTREAM
 from ..logs import bind_request_id
 
-__all__ = ["CLIENT_IP", "REQUEST_ID", "RequestId"]
+__all__ = ["RequestId"]
 
-REQUEST_ID = web.RequestKey("electric_proxy.request_id", str)
-CLIENT_IP = web.RequestKey("electric_proxy.client_ip", str)
 
 _VALID_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 

@@ -21,9 +21,9 @@ from typing import Literal
 from aiohttp import hdrs, web
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from ..chain import PRINCIPAL, UPSTREAM, Handler, Principal, Step
+from ..chain import Handler, Principal, Step
 from ..errors import Forbidden
-from ..streams import FORK_SOURCE
+from ..keys import FORK_SOURCE, PRINCIPAL, UPSTREAM
 
 __all__ = ["StreamPolicy", "StreamRule"]
 

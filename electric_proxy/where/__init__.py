@@ -10,6 +10,10 @@ select more rows than the policy's server filter allows. Everything here follows
 * The parsed tree is checked against an allow-list of node types, operators, functions and
   casts (the subset Electric itself evaluates), so subqueries and side channels never reach
   Electric even where Electric would accept them.
+* In leakproof mode (the default) everything Postgres may run per row must be marked
+  leakproof in Postgres's own catalogue (``_leakproof.py``, generated from a real server),
+  so a client filter cannot fail on, and so reveal, rows the server filter excludes; see
+  ``_row_safety.py``.
 * The server and client filters are combined as a syntax tree, ``AND(server, client)``, and
   deparsed. The deparsed text is parsed again and must give back exactly the tree that was
   built; if it does not, the request is refused rather than sent.
@@ -27,6 +31,7 @@ from ._ident import quote_ident, split_identifiers
 from ._limits import DEFAULT_LIMITS, Limits
 from ._order import parse_order_by
 from ._server import ServerFilter
+from ._types import canonical_type
 
 __all__ = [
     "DEFAULT_LIMITS",
@@ -34,6 +39,7 @@ __all__ = [
     "Limits",
     "ServerFilter",
     "WhereError",
+    "canonical_type",
     "check_params",
     "combine",
     "parse_client_where",

@@ -48,7 +48,7 @@ def _combine_cached(server: ServerFilter | None, client: ClientFilter | None) ->
             conjuncts.append(server_node)
     if client is not None:
         client_node = _parse_expression(client.sql)
-        recheck = _Checker(None, _RECHECK_LIMITS, len(_WHERE_PREFIX), leakproof=False)
+        recheck = _Checker(None, _RECHECK_LIMITS, len(_WHERE_PREFIX))
         recheck.visit(client_node, 1, None)
         _expect_params(client_node, client.max_param, "the filter")
         _shift_params(client_node, server_count)

@@ -10,27 +10,10 @@ from pglast.enums import A_Expr_Kind, CoercionForm
 from ._errors import _Rejected
 from ._limits import Limits
 from ._text import _node_position
+from ._types import BASE_TYPES
 
-_CAST_TYPES: Final = frozenset(
-    {
-        "bool",
-        "bytea",
-        "date",
-        "float4",
-        "float8",
-        "int2",
-        "int4",
-        "int8",
-        "jsonb",
-        "text",
-        "time",
-        "timestamp",
-        "timestamptz",
-        "uuid",
-        "varchar",
-        "interval",
-    }
-)
+# Electric casts to its column types, except numeric (not in its cast list).
+_CAST_TYPES: Final = BASE_TYPES - {"numeric"}
 
 _FUNCTIONS: Final = frozenset(
     {
@@ -65,12 +48,6 @@ _FUNCTIONS: Final = frozenset(
 )
 
 _BOOLEAN_FUNCTIONS: Final = frozenset({"like", "ilike", "bool"})
-
-# Operations that cannot raise an error whatever row values they see: the only ones the
-# leakproof rule lets touch a column (comparisons, IN, BETWEEN, IS ... are always allowed).
-_INFALLIBLE_FUNCTIONS: Final = frozenset({"lower", "upper", "concat", "text", "array_ndims"})
-_INFALLIBLE_CAST_TYPES: Final = frozenset({"text", "varchar"})
-_PATTERN_OPS: Final = frozenset({"~~", "~~*", "!~~", "!~~*"})
 
 _COMPARISON_OPS: Final = frozenset(
     {"=", "<>", "<", ">", "<=", ">=", "~~", "~~*", "!~~", "!~~*", "@>", "<@", "&&"}
@@ -124,22 +101,19 @@ class _Checker:
     """Walks a client expression and refuses anything outside Electric's evaluable subset.
 
     A dispatch table keyed by exact node type means an unknown or new node type is refused
-    by default instead of being walked past. Every handler returns whether its subtree reads
-    a column, which is what the ``leakproof`` rule needs (see :func:`parse_client_where`).
+    by default instead of being walked past. This is the grammar only; what may run per row
+    in leakproof mode is decided afterwards by :mod:`._row_safety`.
     """
 
-    def __init__(
-        self, columns: frozenset[str] | None, limits: Limits, offset: int, *, leakproof: bool
-    ) -> None:
+    def __init__(self, columns: frozenset[str] | None, limits: Limits, offset: int) -> None:
         self.columns = columns
         self.limits = limits
         self.offset = offset
-        self.leakproof = leakproof
         self.nodes = 0
         self.params: set[int] = set()
         self.used_columns: set[str] = set()
 
-    def visit(self, node: Any, depth: int, fallback: int | None) -> bool:
+    def visit(self, node: Any, depth: int, fallback: int | None) -> None:
         position = _node_position(node, self.offset, fallback)
         if depth > self.limits.max_depth:
             raise _Rejected(f"is nested more than {self.limits.max_depth} levels deep", position)
@@ -150,39 +124,23 @@ class _Checker:
         if handler is None:
             name = type(node).__name__
             raise _Rejected(_NODE_NAMES.get(name, f"{name} is not allowed in a filter"), position)
-        return bool(handler(self, node, depth, position))
+        handler(self, node, depth, position)
 
-    def _visit_all(self, nodes: Any, depth: int, position: int | None) -> bool:
+    def _visit_all(self, nodes: Any, depth: int, position: int | None) -> None:
         if nodes is None:
-            return False
+            return
         if not isinstance(nodes, tuple):
             nodes = (nodes,)
-        reads = False
         for child in nodes:
-            reads = self.visit(child, depth + 1, position) or reads
-        return reads
+            self.visit(child, depth + 1, position)
 
-    def _fallible(self, reads_column: bool, what: str, position: int | None) -> None:
-        """Refuse an operation that can raise an error depending on a row's values.
-
-        Postgres does not promise to evaluate ``server AND client`` left to right, so a
-        client conjunct such as ``1 / (id - 5) = 0`` may run on rows the server conjunct
-        excludes, and whether the request fails then reveals that such a row exists.
-        """
-        if self.leakproof and reads_column:
-            raise _Rejected(
-                f"{what} is not allowed: it can fail on rows outside the policy and so reveal them",
-                position,
-            )
-
-    def _a_const(self, node: Any, depth: int, position: int | None) -> bool:
+    def _a_const(self, node: Any, depth: int, position: int | None) -> None:
         if not node.isnull and not isinstance(
             node.val, ast.Integer | ast.Float | ast.String | ast.Boolean
         ):
             raise _Rejected("bit-string constants are not allowed", position)
-        return False
 
-    def _column_ref(self, node: Any, depth: int, position: int | None) -> bool:
+    def _column_ref(self, node: Any, depth: int, position: int | None) -> None:
         fields: tuple[Any, ...] = node.fields or ()
         if any(isinstance(field, ast.A_Star) for field in fields):
             raise _Rejected("'*' is not allowed", position)
@@ -194,9 +152,8 @@ class _Checker:
         if self.columns is not None and name not in self.columns:
             raise _Rejected(f'column "{name}" is not allowed', position)
         self.used_columns.add(name)
-        return True
 
-    def _param_ref(self, node: Any, depth: int, position: int | None) -> bool:
+    def _param_ref(self, node: Any, depth: int, position: int | None) -> None:
         number = int(node.number)
         if number < 1:
             raise _Rejected("parameters are numbered from $1", position)
@@ -205,9 +162,8 @@ class _Checker:
                 f"parameter ${number} is above the limit of ${self.limits.max_params}", position
             )
         self.params.add(number)
-        return False
 
-    def _type_cast(self, node: Any, depth: int, position: int | None) -> bool:
+    def _type_cast(self, node: Any, depth: int, position: int | None) -> None:
         type_name = node.typeName
         names = tuple(getattr(part, "sval", None) for part in type_name.names or ())
         shown = ".".join(str(name) for name in names)
@@ -223,18 +179,15 @@ class _Checker:
             raise _Rejected(f"cast to type {shown} is not allowed", position)
         if type_name.typmods:
             raise _Rejected("type modifiers in casts are not allowed", position)
-        reads = self.visit(node.arg, depth + 1, position)
-        if bounds or base not in _INFALLIBLE_CAST_TYPES:
-            self._fallible(reads, f"casting column values to {base}", position)
-        return reads
+        self.visit(node.arg, depth + 1, position)
 
-    def _bool_expr(self, node: Any, depth: int, position: int | None) -> bool:
-        return self._visit_all(node.args, depth, position)
+    def _bool_expr(self, node: Any, depth: int, position: int | None) -> None:
+        self._visit_all(node.args, depth, position)
 
-    def _arg(self, node: Any, depth: int, position: int | None) -> bool:
-        return self.visit(node.arg, depth + 1, position)
+    def _arg(self, node: Any, depth: int, position: int | None) -> None:
+        self.visit(node.arg, depth + 1, position)
 
-    def _a_expr(self, node: Any, depth: int, position: int | None) -> bool:
+    def _a_expr(self, node: Any, depth: int, position: int | None) -> None:
         kind = node.kind
         names: tuple[Any, ...] = node.name or ()
         if len(names) != 1 or not isinstance(names[0], ast.String):
@@ -258,17 +211,13 @@ class _Checker:
             raise _Rejected(
                 f"{_KIND_NAMES.get(kind, 'this kind of expression')} is not allowed", position
             )
-        left = False if node.lexpr is None else self.visit(node.lexpr, depth + 1, position)
+        if node.lexpr is not None:
+            self.visit(node.lexpr, depth + 1, position)
         if node.rexpr is None or list_rexpr != isinstance(node.rexpr, tuple):
             raise _Rejected("malformed expression", position)
-        right = self._visit_all(node.rexpr, depth, position)
-        if operator in _PATTERN_OPS:
-            self._fallible(right, "a LIKE pattern taken from a column", position)
-        elif kind == A_Expr_Kind.AEXPR_OP and operator not in _COMPARISON_OPS:
-            self._fallible(left or right, f'operator "{operator}" on column values', position)
-        return left or right
+        self._visit_all(node.rexpr, depth, position)
 
-    def _func_call(self, node: Any, depth: int, position: int | None) -> bool:
+    def _func_call(self, node: Any, depth: int, position: int | None) -> None:
         names = tuple(getattr(part, "sval", "?") for part in node.funcname)
         shown = ".".join(names)
         if names in _SYNTAX_FUNCTIONS:
@@ -294,41 +243,31 @@ class _Checker:
         if node.func_variadic:
             raise _Rejected("VARIADIC is not allowed", position)
         arguments: tuple[Any, ...] = node.args or ()
-        reads = [self.visit(argument, depth + 1, position) for argument in arguments]
-        if names[0] in ("like", "ilike"):
-            self._fallible(any(reads[1:]), "a LIKE pattern taken from a column", position)
-        elif names[0] not in _INFALLIBLE_FUNCTIONS:
-            self._fallible(any(reads), f"{shown}() on column values", position)
-        return any(reads)
+        for argument in arguments:
+            self.visit(argument, depth + 1, position)
 
-    def _args(self, node: Any, depth: int, position: int | None) -> bool:
-        return self._visit_all(node.args, depth, position)
+    def _args(self, node: Any, depth: int, position: int | None) -> None:
+        self._visit_all(node.args, depth, position)
 
-    def _row_expr(self, node: Any, depth: int, position: int | None) -> bool:
+    def _row_expr(self, node: Any, depth: int, position: int | None) -> None:
         if node.colnames:
             raise _Rejected("named row fields are not allowed", position)
-        return self._visit_all(node.args, depth, position)
+        self._visit_all(node.args, depth, position)
 
-    def _array(self, node: Any, depth: int, position: int | None) -> bool:
-        reads = self._visit_all(node.elements, depth, position)
-        self._fallible(reads, "ARRAY[...] of column values", position)
-        return reads
+    def _array(self, node: Any, depth: int, position: int | None) -> None:
+        self._visit_all(node.elements, depth, position)
 
-    def _indirection(self, node: Any, depth: int, position: int | None) -> bool:
-        reads = self.visit(node.arg, depth + 1, position)
+    def _indirection(self, node: Any, depth: int, position: int | None) -> None:
+        self.visit(node.arg, depth + 1, position)
         for step in node.indirection or ():
             if not isinstance(step, ast.A_Indices):
                 raise _Rejected("field selection is not allowed; only array subscripts", position)
-            if self.visit(step, depth + 1, position):
-                self._fallible(True, "an array subscript computed from a column", position)
-        return reads
+            self.visit(step, depth + 1, position)
 
-    def _indices(self, node: Any, depth: int, position: int | None) -> bool:
-        reads = False
+    def _indices(self, node: Any, depth: int, position: int | None) -> None:
         for bound in (node.lidx, node.uidx):
             if bound is not None:
-                reads = self.visit(bound, depth + 1, position) or reads
-        return reads
+                self.visit(bound, depth + 1, position)
 
     _HANDLERS: Final = {
         ast.A_Const: _a_const,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+from collections.abc import Iterable
 from typing import Any, Final
 
 from pglast import ast
@@ -54,7 +55,7 @@ def _parse_order(text: str, columns: frozenset[str] | None, limits: Limits) -> s
 def parse_order_by(
     text: str,
     *,
-    columns: frozenset[str] | None,
+    columns: Iterable[str] | None,
     limits: Limits = DEFAULT_LIMITS,
     field: str = "subset__order_by",
 ) -> str:
@@ -64,7 +65,7 @@ def parse_order_by(
     an oracle over the rows it sorts, so it gets the same column restriction as a filter,
     and constants (``ORDER BY 1``) are refused because their meaning is positional.
     """
-    columns = _column_set(columns)
+    allowed = _column_set(columns)
     if not isinstance(text, str):
         raise WhereError("must be a string", field=field)
-    return _unwrap(_parse_order_cached(text, columns, limits), field)
+    return _unwrap(_parse_order_cached(text, allowed, limits), field)

@@ -82,7 +82,9 @@ async def test_client_cannot_aim_at_the_servers_param(
     proxy_client: Any, electric_upstream: RunningUpstream
 ) -> None:
     client = await proxy_client(
-        standard_chain(electric_upstream, client_where=True, filter_columns=["org_id", "title"])
+        standard_chain(
+            electric_upstream, client_where=True, filter_columns={"org_id": "text", "title": "text"}
+        )
     )
     resp = await client.get(
         "/v1/shape",
@@ -287,3 +289,67 @@ async def test_subset_paging_passes_only_where_subsets_are_allowed(
     )
     sent = electric_upstream.electric.requests[-1].query
     assert (sent["subset__limit"], sent["subset__offset"]) == ("7", "0")
+
+
+@pytest.mark.parametrize(
+    ("query", "field"),
+    [
+        ({"where": "title LIKE 'Plan\\'"}, "where"),
+        ({"where": "title ILIKE $1", "params[1]": "Plan\\"}, "params"),
+        ({"where": "title NOT LIKE $1 OR title = $2", "params[1]": "x", "params[2]": "y"}, None),
+        (
+            {"where": "like(title, $2) AND done = $1", "params[1]": "f", "params[2]": "a\\"},
+            "params",
+        ),
+        ({"where": "title LIKE ANY(ARRAY['x', $1])", "params[1]": "P\\\\\\"}, "params"),
+        ({"subset__where": "title LIKE $1", "subset__params": '{"1": "P\\\\"}'}, "subset__params"),
+    ],
+)
+async def test_like_patterns_ending_in_the_escape_character_are_400(
+    shape_client: Any, electric_upstream: RunningUpstream, query: dict[str, str], field: str | None
+) -> None:
+    """Such a pattern raises only on rows that reach it: an oracle on other tenants' titles."""
+    resp = await shape_client.get("/v1/shape", params={"offset": "-1", **query}, headers=auth(BOB))
+    if field is None:
+        assert resp.status == 200
+        return
+    assert resp.status == 400
+    body = await resp.json()
+    assert (body["error"], body["field"]) == ("invalid_filter", field)
+    assert "escape character" in body["reason"]
+    assert electric_upstream.electric.requests == []
+
+
+async def test_untyped_columns_only_take_null_tests_unless_leakproof_is_off(
+    proxy_client: Any, electric_upstream: RunningUpstream
+) -> None:
+    strict = await proxy_client(
+        standard_chain(electric_upstream, client_where=True, filter_columns=["title"])
+    )
+    ok = await strict.get(
+        "/v1/shape", params={"offset": "-1", "where": "title IS NOT NULL"}, headers=auth(BOB)
+    )
+    assert ok.status == 200
+    refused = await strict.get(
+        "/v1/shape", params={"offset": "-1", "where": "title = 'x'"}, headers=auth(BOB)
+    )
+    assert refused.status == 400
+    assert 'filter_columns = { title = "text" }' in (await refused.json())["reason"]
+    lax = await proxy_client(
+        standard_chain(
+            electric_upstream, client_where=True, filter_columns=["title"], leakproof=False
+        )
+    )
+    anything = {"offset": "-1", "where": "lower(title) LIKE $1", "params[1]": "plan\\"}
+    assert (await lax.get("/v1/shape", params=anything, headers=auth(BOB))).status == 200
+
+
+def test_filter_column_types_are_checked_when_the_config_loads() -> None:
+    from pydantic import ValidationError
+
+    from electric_proxy import ShapeRule
+
+    rule = ShapeRule(filter_columns={"n": "bigint", "tags": "text []"})
+    assert rule.filter_columns == {"n": "int8", "tags": "text[]"}
+    with pytest.raises(ValidationError, match="unknown column type 'money'"):
+        ShapeRule(filter_columns={"n": "money"})

@@ -11,8 +11,9 @@ from __future__ import annotations
 from aiohttp import hdrs, web
 from pydantic import Field, ValidationError
 
-from ...chain import UPSTREAM, Principal, client_query
+from ...chain import Principal, client_query
 from ...errors import Forbidden, Unauthorized
+from ...keys import UPSTREAM
 from ..jwt import JwtAuth
 from .claim import ShapeClaim
 

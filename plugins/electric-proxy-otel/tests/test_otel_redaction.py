@@ -36,7 +36,7 @@ async def test_no_secret_token_or_filter_reaches_a_span(
     proxy_client: Any, electric_upstream: RunningUpstream
 ) -> None:
     spans = Recorder()
-    rule = {"client_where": True, "filter_columns": ["title", "done"]}
+    rule = {"client_where": True, "filter_columns": {"title": "text", "done": "bool"}}
     chain = [spans.step(), RequestId(), *shape_chain(electric_upstream, **rule)]
     client = await proxy_client(chain)
     query = (

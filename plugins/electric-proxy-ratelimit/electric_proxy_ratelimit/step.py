@@ -22,7 +22,7 @@ import asyncio
 import logging
 import math
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
 from urllib.parse import urlsplit
@@ -42,11 +42,13 @@ from redis.asyncio.connection import parse_url
 from electric_proxy import (
     CLIENT_IP,
     PRINCIPAL,
+    UPSTREAM,
     Handler,
     ServiceUnavailable,
     Step,
+    StepMetric,
     TooManyRequests,
-    client_query,
+    live_kind,
 )
 
 from .backend import Backend, BackendUnavailable, Slot, limit_key
@@ -96,8 +98,8 @@ def route_identity(request: web.Request) -> str:
 
 
 def _is_live(request: web.Request) -> bool:
-    live = client_query(request).get("live")
-    return live is not None and live != "false"
+    built = request[UPSTREAM]
+    return live_kind(built.query, built.headers.get(hdrs.ACCEPT, "")) is not None
 
 
 class RateLimit(Step):
@@ -201,6 +203,29 @@ class RateLimit(Step):
             "live_limited": c.live_limited,
             "backend_errors": c.backend_errors,
         }
+
+    def metrics(self) -> Iterator[StepMetric]:
+        c = self._counters
+        yield StepMetric(
+            "electric_proxy_rate_limited",
+            "counter",
+            "Requests refused with a 429: out of tokens (kind=rate) or of live slots (kind=live)",
+            c.limited,
+            {"kind": "rate"},
+        )
+        yield StepMetric(
+            "electric_proxy_rate_limited",
+            "counter",
+            "Requests refused with a 429: out of tokens (kind=rate) or of live slots (kind=live)",
+            c.live_limited,
+            {"kind": "live"},
+        )
+        yield StepMetric(
+            "electric_proxy_rate_limit_backend_errors",
+            "counter",
+            "Requests decided by on_backend_error because the store could not answer",
+            c.backend_errors,
+        )
 
     # -- lifecycle --------------------------------------------------------------------------
 

@@ -289,3 +289,24 @@ async def test_on_a_streams_endpoint_the_route_is_the_endpoint(
     assert await read("/v1/stream/b", live="long-poll") == 429
     release.set()
     assert await held == 204
+
+
+async def test_refusals_reach_metrics_through_the_step_hook(
+    aiohttp_client: Any, electric_upstream: RunningUpstream, limiter: Limiter
+) -> None:
+    from electric_proxy import Metrics
+
+    step = limiter(rate=0.1, burst=1)
+    proxy = ShapeProxy(upstream=electric_upstream.url, chain=chain(electric_upstream, step))
+    app = web.Application()
+    proxy.setup(app)
+    Metrics([proxy]).setup(app, path="/metrics")
+    client = await aiohttp_client(app)
+    for _ in range(3):
+        await (await client.get(SHAPE, params=CATCH_UP, headers=auth(ALICE))).read()
+    text = await (await client.get("/metrics")).text()
+    assert (
+        'electric_proxy_rate_limited_total{kind="rate",route="/v1/shape",step="RateLimit"} 2.0'
+        in text
+    )
+    assert "electric_proxy_rate_limit_backend_errors_total" in text
