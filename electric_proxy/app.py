@@ -156,9 +156,7 @@ class Endpoint(abc.ABC):
         request[ROUTE] = self.route_info
         response = await self._handler(request)
         self.cache_scope.mark(request, response, PRINCIPAL in request)
-        if self.inflight.streams_body(request, response):
-            return await self.inflight.stream(request, response)
-        return response
+        return await self.inflight.send(request, response)
 
     async def _forward(self, request: web.Request) -> web.StreamResponse:
         if request.method == hdrs.METH_OPTIONS:

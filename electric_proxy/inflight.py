@@ -132,19 +132,18 @@ class InFlight:
         finally:
             self._leave(hold)
 
-    def streams_body(self, request: web.Request, response: web.StreamResponse) -> bool:
-        """Whether ``response`` is a live event stream the proxy should send while holding."""
-        return (
+    async def send(
+        self, request: web.Request, response: web.StreamResponse
+    ) -> web.StreamResponse:
+        """The chain's answer, sent now and held when it is a live event stream (so that a
+        shutdown can end it between chunks); any other answer is left for aiohttp to send."""
+        if not (
             response.status == 200
             and isinstance(response, UpstreamResponse)
             and response.content_type == _EVENT_STREAM
             and _request_kind(request) is not None
-        )
-
-    async def stream(
-        self, request: web.Request, response: web.StreamResponse
-    ) -> web.StreamResponse:
-        """Send an event stream now, held, so that a shutdown can end it between chunks."""
+        ):
+            return response
         hold = self._enter("sse")
         try:
             await response.prepare(request)

@@ -133,6 +133,7 @@ async def test_stream_paths_and_queries_arrive_as_the_steps_saw_them(
         else:
             assert status == 400, (status, target)
             assert len(upstream.received) == before, target
+    print(f"\n[stream targets] {CASES} generated: {dict(sorted(statuses.items()))}")
     # Both outcomes were exercised, so neither branch above is vacuous.
     assert statuses.get(200, 0) > CASES // 10 and statuses.get(400, 0) > CASES // 10, statuses
 
