@@ -17,6 +17,7 @@ from .config import ConfigError, ProxyConfig, StreamsConfig, load_config, parse_
 from .errors import (
     BadRequest,
     DuplicateParameter,
+    ElectricProxyError,
     Forbidden,
     InvalidBody,
     InvalidFilter,
@@ -86,6 +87,7 @@ __all__ = [
     "Cors",
     "Credentials",
     "DuplicateParameter",
+    "ElectricProxyError",
     "Forbidden",
     "GatekeeperIssuer",
     "GatekeeperVerifier",

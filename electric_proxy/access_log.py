@@ -34,9 +34,7 @@ from .logs import current_request_id
 from .protocol import PASS_THROUGH_PARAMS, SUBSET_PAGING_PARAMS
 
 __all__ = [
-    "HIDDEN_QUERY_KEYS",
     "LOGGER_NAME",
-    "SHOWN_QUERY_KEYS",
     "AccessLogMode",
     "AccessLogger",
     "JsonAccessLogger",

@@ -63,7 +63,6 @@ class Endpoint(abc.ABC):
             forwarder.trace_configs.extend(step.upstream_trace_configs())
         self.route_info = Route(self.methods, self.request_headers, self.exposed_headers)
         self.cache_scope = CacheScope.of((s.identity_headers() for s in configurable), cache)
-        self._allow = ", ".join(sorted(self.methods))
         self._clean_error = UpstreamErrorCleaner(forwarder.base_url_parts())
         #: Live requests held right now; ended cleanly when the app shuts down.
         self.inflight = InFlight()
@@ -121,7 +120,8 @@ class Endpoint(abc.ABC):
             self.check_path(request)
             if request.method not in self.methods:
                 raise MethodNotAllowed(
-                    f"method {request.method} is not allowed", headers={hdrs.ALLOW: self._allow}
+                    f"method {request.method} is not allowed",
+                    headers={hdrs.ALLOW: self.route_info.allow},
                 )
             upstream = self.build(request)
         except ProxyError as exc:
@@ -161,7 +161,7 @@ class Endpoint(abc.ABC):
     async def _forward(self, request: web.Request) -> web.StreamResponse:
         if request.method == hdrs.METH_OPTIONS:
             # A preflight never reaches the upstream: its CORS answer would not fit the proxy's.
-            return web.Response(status=204, headers={hdrs.ALLOW: self._allow})
+            return web.Response(status=204, headers={hdrs.ALLOW: self.route_info.allow})
         response = await self.forwarder(request)
         if response.status < 400:
             self.from_upstream(request, response)
@@ -213,11 +213,7 @@ class ShapeProxy(Endpoint):
         coalesce_live: bool = True,
         cache: CacheMode = "vary",
     ) -> None:
-        settings = (
-            upstream if isinstance(upstream, UpstreamSettings) else UpstreamSettings(url=upstream)
-        )
-        if URL(settings.url).path in ("", "/"):
-            settings = settings.model_copy(update={"url": settings.url.rstrip("/") + "/v1/shape"})
+        settings = UpstreamSettings.of(upstream, bare_origin_path="/v1/shape")
         forwarder = Forwarder(settings, coalesce_live=coalesce_live)
         super().__init__(forwarder=forwarder, chain=chain, path=path, cache=cache)
 

@@ -100,8 +100,12 @@ class Route:
     methods: frozenset[str]
     request_headers: frozenset[str]
     exposed_headers: tuple[str, ...]
+    #: ``methods`` as one header value (``Allow``, ``Access-Control-Allow-Methods``), written
+    #: once so the endpoint's 405 and a CORS preflight can never list different methods.
+    allow: str = field(init=False, compare=False, repr=False)
 
-
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "allow", ", ".join(sorted(self.methods)))
 
 
 def client_query(request: web.Request) -> MultiMapping[str]:

@@ -26,7 +26,7 @@ from multidict import CIMultiDict
 
 from .bodies import complete_body
 
-__all__ = ["Coalescer", "Head", "SharedReply"]
+__all__ = ["Coalescer"]
 
 Head = tuple[int, str | None, CIMultiDict[str]]
 

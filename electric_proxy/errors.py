@@ -1,19 +1,28 @@
-"""The one error hierarchy; every class maps to exactly one status and one JSON error code.
+"""The one error hierarchy: one root, and every HTTP error mapped to one status and JSON code.
 
-    ProxyError                      500 internal_error
-    ├── BadRequest                  400 bad_request
-    │   ├── DuplicateParameter      400 duplicate_parameter
-    │   ├── InvalidFilter           400 invalid_filter
-    │   └── InvalidBody             400 invalid_body
-    ├── Unauthorized                401 invalid_token (code may be refined, e.g. expired_token)
-    ├── Forbidden                   403 forbidden
-    ├── NotFound                    404 not_found
-    ├── MethodNotAllowed            405 method_not_allowed
-    ├── PayloadTooLarge             413 payload_too_large
-    ├── TooManyRequests             429 rate_limited (with Retry-After)
-    ├── ServiceUnavailable          503 service_unavailable
-    ├── UpstreamUnavailable         502 upstream_unavailable
-    └── UpstreamTimeout             504 upstream_timeout
+    ElectricProxyError                  the root: ``except ElectricProxyError`` catches them all
+    ├── ProxyError                      500 internal_error (answered to a client, as JSON)
+    │   ├── BadRequest                  400 bad_request
+    │   │   ├── DuplicateParameter      400 duplicate_parameter
+    │   │   ├── InvalidFilter           400 invalid_filter
+    │   │   └── InvalidBody             400 invalid_body
+    │   ├── Unauthorized                401 invalid_token (code may be refined: expired_token)
+    │   ├── Forbidden                   403 forbidden
+    │   ├── NotFound                    404 not_found
+    │   ├── MethodNotAllowed            405 method_not_allowed
+    │   ├── PayloadTooLarge             413 payload_too_large
+    │   ├── TooManyRequests             429 rate_limited (with Retry-After)
+    │   ├── ServiceUnavailable          503 service_unavailable
+    │   ├── UpstreamUnavailable         502 upstream_unavailable
+    │   └── UpstreamTimeout             504 upstream_timeout
+    ├── RegistryError                   a step cannot be found, loaded or built (registry)
+    ├── JsonInputError                  client JSON refused; also a ValueError (json_input)
+    ├── JwksError                       a fetched key set is unusable (steps.jwks)
+    └── MetricsUnavailable              the ``metrics`` extra is missing; also a RuntimeError
+
+Only ``ProxyError`` and its subclasses reach a client; the others are raised to the code that
+builds or configures the proxy (or turned into a ``ProxyError`` by the step that catches
+them). Plugins derive their own errors from the root as well.
 
 Steps raise these; the chain turns them into responses *at the step that raised*, so the
 steps outside it (CORS, cache headers) still see and adjust the error response. Messages
@@ -46,6 +55,7 @@ from .logs import describe_exception
 __all__ = [
     "BadRequest",
     "DuplicateParameter",
+    "ElectricProxyError",
     "Forbidden",
     "InvalidBody",
     "InvalidFilter",
@@ -60,7 +70,6 @@ __all__ = [
     "UpstreamTimeout",
     "UpstreamUnavailable",
     "answer_for",
-    "as_proxy_error",
     "error_for_status",
     "error_response",
     "json_errors",
@@ -82,9 +91,14 @@ class Refusal:
     step: object | None = None
 
 
+class ElectricProxyError(Exception):
+    """The root of every error electric-proxy raises, so a caller can catch them all at once
+    (and tell them from a bug elsewhere)."""
 
 
-class ProxyError(Exception):
+class ProxyError(ElectricProxyError):
+    """An answer to the client: its ``status``, its JSON ``code``, a safe message."""
+
     status: ClassVar[int] = 500
     code: ClassVar[str] = "internal_error"
 

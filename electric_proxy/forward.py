@@ -30,17 +30,16 @@ from yarl import URL
 from .bodies import complete_body
 from .chain import UpstreamRequest
 from .coalesce import Coalescer
-from .errors import UpstreamTimeout, UpstreamUnavailable
+from .errors import ElectricProxyError, UpstreamTimeout, UpstreamUnavailable
 from .keys import UPSTREAM, UPSTREAM_STATUS
 from .protocol import HOP_BY_HOP_HEADERS, live_kind
 from .upstream_errors import ERROR_BODY_LIMIT
 
-__all__ = [ "Forwarder", "UpstreamResponse", "UpstreamSettings", "reply_for"]
+__all__ = ["Forwarder", "UpstreamResponse", "UpstreamSettings"]
 
 log = logging.getLogger("electric_proxy.forward")
 
 USER_AGENT = "electric-proxy"
-
 
 
 class UpstreamSettings(BaseModel):
@@ -81,6 +80,21 @@ class UpstreamSettings(BaseModel):
         if url.user or url.password:
             raise ValueError("the upstream URL must not carry credentials")
         return value
+
+    @classmethod
+    def of(
+        cls, upstream: str | UpstreamSettings, *, bare_origin_path: str = ""
+    ) -> UpstreamSettings:
+        """``upstream`` as settings: a URL alone gets the defaults.
+
+        An endpoint whose upstream has a well-known path (``/v1/shape``) passes it as
+        ``bare_origin_path``, so ``http://electric:3000`` means Electric's shape endpoint.
+        """
+        settings = upstream if isinstance(upstream, UpstreamSettings) else cls(url=upstream)
+        if bare_origin_path and URL(settings.url).path in ("", "/"):
+            url = settings.url.rstrip("/") + bare_origin_path
+            settings = settings.model_copy(update={"url": url})
+        return settings
 
 
 def _end_to_end(headers: MultiMapping[str]) -> list[tuple[str, str]]:
@@ -178,7 +192,7 @@ class UpstreamResponse(web.StreamResponse):
         return writer
 
 
-class _BodyTooLarge(Exception):
+class _BodyTooLarge(ElectricProxyError):
     """An error body longer than the proxy reads: the rest is dropped with the connection."""
 
 

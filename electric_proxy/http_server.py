@@ -37,14 +37,7 @@ from .access_log import access_log_options
 from .errors import error_for_status, json_errors
 from .logs import describe_exception
 
-__all__ = [
-    "LOGGER_NAME",
-    "SERVER_HEADER",
-    "ProxyRunner",
-    "own_application",
-    "server_options",
-    "set_server_header",
-]
+__all__ = ["ProxyRunner", "own_application", "server_options"]
 
 LOGGER_NAME = "electric_proxy.server"
 

@@ -14,7 +14,9 @@ import json
 import re
 from typing import Any, NoReturn
 
-__all__ = ["MAX_DEPTH", "MAX_SIZE", "JsonInputError", "load_client_json"]
+from .errors import ElectricProxyError
+
+__all__ = ["MAX_DEPTH", "JsonInputError", "load_client_json"]
 
 #: Deeper than anything the shape protocol sends (a subset body is two levels).
 MAX_DEPTH = 32
@@ -29,7 +31,7 @@ _NOT_BRACKET = re.compile(rb"[^\[\]{}]+")
 _OPEN = b"[{"
 
 
-class JsonInputError(ValueError):
+class JsonInputError(ElectricProxyError, ValueError):
     """Why client JSON was refused, in words safe to send back (no input is quoted)."""
 
 

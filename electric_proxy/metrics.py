@@ -37,7 +37,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from .app import Endpoint
 from .chain import Handler, Middleware, Step
-from .errors import Refusal
+from .errors import ElectricProxyError, Refusal
 from .health import PROBE
 from .keys import REFUSAL
 from .labels import step_labels
@@ -47,14 +47,7 @@ if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
     from prometheus_client.metrics_core import Metric
 
-__all__ = [
-    "LATENCY_BUCKETS",
-    "METRICS",
-    "Metrics",
-    "MetricsSettings",
-    "MetricsUnavailable",
-    "metrics_available",
-]
+__all__ = ["METRICS", "Metrics", "MetricsSettings", "MetricsUnavailable", "metrics_available"]
 
 log = logging.getLogger("electric_proxy.metrics")
 
@@ -70,7 +63,7 @@ _STATUS_CLASSES = ("0xx", "1xx", "2xx", "3xx", "4xx", "5xx")
 _MODES = ("catch_up", "long_poll", "sse")
 
 
-class MetricsUnavailable(RuntimeError):
+class MetricsUnavailable(ElectricProxyError, RuntimeError):
     """``prometheus-client`` is not installed (the ``metrics`` extra)."""
 
 

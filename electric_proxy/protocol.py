@@ -57,6 +57,7 @@ SINGLE_VALUED_PARAMS: Final = (
     PASS_THROUGH_PARAMS | SUBSET_PAGING_PARAMS | CLIENT_FILTER_PARAMS | SERVER_PARAMS
 )
 
+#: Positional filter values arrive as ``params[1]=...``, ``params[2]=...``.
 PARAMS_PREFIX: Final = "params["
 
 #: RFC 9110 §7.6.1 hop-by-hop fields, plus the legacy ones still seen in the wild
@@ -117,3 +118,18 @@ def live_kind(query: MultiMapping[str], accept: str = "") -> LiveKind | None:
     ):
         return "sse"
     return "long_poll"
+
+
+def positional_params(query: MultiMapping[str]) -> tuple[dict[str, str], bool]:
+    """A query's ``params[n]`` values by ``n`` (``{"1": "acme"}``), and whether some key
+    starts ``params[`` without closing: a policy ignores such a key, a token check refuses it.
+    """
+    params: dict[str, str] = {}
+    unclosed = False
+    for key, value in query.items():
+        if key.startswith(PARAMS_PREFIX):
+            if key.endswith("]"):
+                params[key[len(PARAMS_PREFIX) : -1]] = value
+            else:
+                unclosed = True
+    return params, unclosed

@@ -14,6 +14,7 @@ from importlib.metadata import EntryPoint, entry_points
 from typing import Any
 
 from .chain import Step
+from .errors import ElectricProxyError
 
 __all__ = [
     "ENTRY_POINT_GROUP",
@@ -27,7 +28,7 @@ __all__ = [
 ENTRY_POINT_GROUP = "electric_proxy.middleware"
 
 
-class RegistryError(Exception):
+class RegistryError(ElectricProxyError):
     """A step that cannot be found, loaded or built; the message names it."""
 
 

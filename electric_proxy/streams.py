@@ -32,13 +32,7 @@ from .errors import BadRequest, NotFound
 from .forward import Forwarder, UpstreamSettings
 from .keys import FORK_SOURCE, STREAM_PATH
 
-__all__ = [
-    "StreamPath",
-    "StreamProxy",
-    "fork_source",
-    "parse_stream_path",
-    "public_prefix",
-]
+__all__ = ["StreamPath", "StreamProxy"]
 
 STREAM_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS"})
 
@@ -91,8 +85,6 @@ class StreamPath:
     prefix: str = "/v1/stream/"
 
 
-
-
 def public_prefix(request: web.Request) -> str:
     """The matched route's fixed part, mount prefixes included, ending in '/'."""
     resource = request.match_info.route.resource
@@ -134,10 +126,7 @@ class StreamProxy(Endpoint):
         path: str = "/v1/stream",
         cache: CacheMode = "vary",
     ) -> None:
-        settings = (
-            upstream if isinstance(upstream, UpstreamSettings) else UpstreamSettings(url=upstream)
-        )
-        forwarder = Forwarder(settings)
+        forwarder = Forwarder(UpstreamSettings.of(upstream))
         self.base = str(forwarder.url).rstrip("/")
         self.base_path = forwarder.url.path.rstrip("/")
         super().__init__(forwarder=forwarder, chain=chain, path=path, cache=cache)

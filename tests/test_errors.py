@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import importlib
 import json
+import pkgutil
 
 import pytest
 
-from electric_proxy import TooManyRequests, Unauthorized
+import electric_proxy
+from electric_proxy import ElectricProxyError, TooManyRequests, Unauthorized
 
 
 @pytest.mark.parametrize(("retry_after", "header"), [(0.2, "1"), (1.0, "1"), (2.1, "3")])
@@ -27,3 +30,24 @@ def test_unauthorized_carries_a_bearer_challenge_with_its_code() -> None:
     response = Unauthorized("expired", code="expired_token").to_response()
     assert response.status == 401
     assert response.headers["WWW-Authenticate"] == 'Bearer realm="electric", error="expired_token"'
+
+
+#: Defined in modules other agents own at the moment; they join the root when those land.
+_NOT_YET_UNDER_THE_ROOT = {"electric_proxy.config.ConfigError", "electric_proxy.where._errors"}
+
+
+def test_every_error_the_package_defines_has_the_one_root() -> None:
+    outside = []
+    for info in pkgutil.walk_packages(electric_proxy.__path__, "electric_proxy."):
+        if info.name.startswith("electric_proxy.testing"):
+            continue
+        module = importlib.import_module(info.name)
+        for value in vars(module).values():
+            if (
+                isinstance(value, type)
+                and issubclass(value, BaseException)
+                and value.__module__ == info.name
+                and not issubclass(value, ElectricProxyError)
+            ):
+                outside.append(f"{info.name}.{value.__qualname__}")
+    assert [n for n in outside if not n.startswith(tuple(_NOT_YET_UNDER_THE_ROOT))] == []

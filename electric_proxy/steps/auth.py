@@ -5,8 +5,8 @@ Subclass :class:`Authenticator` and implement ``authenticate``; return a
 credentials of this kind, or raise :class:`~electric_proxy.Unauthorized` when it carries
 bad ones. The base class does the rest the same way for every scheme: preflights pass
 (browsers never send credentials on them, and the endpoint answers them locally), a
-missing principal is a 401 with ``WWW-Authenticate``, and the principal is stored under
-:data:`~electric_proxy.PRINCIPAL` for the policy.
+missing principal is a 401 with ``WWW-Authenticate``, ``authorize`` may refuse it, and the
+principal is stored under :data:`~electric_proxy.PRINCIPAL` for the policy.
 """
 
 from __future__ import annotations
@@ -56,11 +56,21 @@ class Authenticator(Step):
     async def authenticate(self, request: web.Request) -> Principal | None:
         """Who sent this request; ``None`` when it carries no credentials at all."""
 
+    async def authorize(self, request: web.Request, principal: Principal) -> None:
+        """What the credentials themselves allow, checked before the principal is stored.
+
+        Most schemes only say who is asking and leave the rest to a policy: nothing here. A
+        scheme whose token also carries the permission (the gatekeeper's signed shape)
+        overrides it to raise :class:`~electric_proxy.Forbidden` or to edit the upstream
+        request, and inherits the rest of the protocol above unchanged.
+        """
+
     async def __call__(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         if request.method == hdrs.METH_OPTIONS:
             return await handler(request)
         principal = await self.authenticate(request)
         if principal is None:
             raise Unauthorized("authentication required", code="missing_token")
+        await self.authorize(request, principal)
         request[PRINCIPAL] = principal
         return await handler(request)

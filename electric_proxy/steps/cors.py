@@ -82,7 +82,7 @@ class Cors(Step):
             forwarded = sorted(h for h in route.request_headers if h not in _SAFELISTED)
             names = (*_BASE_ALLOW_HEADERS, *forwarded, *(h.lower() for h in self.allow_headers))
             preflight: dict[str, str] = {
-                hdrs.ACCESS_CONTROL_ALLOW_METHODS: ", ".join(sorted(route.methods)),
+                hdrs.ACCESS_CONTROL_ALLOW_METHODS: route.allow,
                 hdrs.ACCESS_CONTROL_ALLOW_HEADERS: ", ".join(dict.fromkeys(names)),
                 hdrs.ACCESS_CONTROL_MAX_AGE: str(self.max_age),
             }

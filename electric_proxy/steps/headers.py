@@ -17,7 +17,7 @@ from pydantic import Field
 from ..caching import make_private, merge_vary
 from ..chain import Handler, Step
 
-__all__ = ["ResponseHeaders", "merge_vary"]
+__all__ = ["ResponseHeaders"]
 
 
 class ResponseHeaders(Step):

@@ -41,7 +41,7 @@ from joserfc.jwk import DictKey, JWKRegistry, Key
 from joserfc.jws import JWSRegistry
 from yarl import URL
 
-from ..errors import ServiceUnavailable
+from ..errors import ElectricProxyError, ServiceUnavailable
 
 __all__ = ["MAX_KEYS", "JwksCache", "JwksError", "key_fits", "parse_jwks"]
 
@@ -52,7 +52,7 @@ MAX_KEYS = 32
 _USER_AGENT = "electric-proxy"
 
 
-class JwksError(Exception):
+class JwksError(ElectricProxyError):
     """Why a fetched key set cannot be used; the cache keeps its previous keys."""
 
 

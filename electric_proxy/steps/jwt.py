@@ -60,17 +60,7 @@ from ..errors import ServiceUnavailable, Unauthorized
 from .auth import Authenticator, bearer_token
 from .jwks import JwksCache, key_fits
 
-__all__ = [
-    "HMAC_ALGORITHMS",
-    "Algorithm",
-    "ConfiguredAlgorithms",
-    "JwksKeys",
-    "JwtAuth",
-    "KeySource",
-    "StaticKeys",
-    "TokenVerifier",
-    "import_public_key",
-]
+__all__ = ["HMAC_ALGORITHMS", "ConfiguredAlgorithms", "JwtAuth", "import_public_key"]
 
 log = logging.getLogger("electric_proxy.jwt")
 

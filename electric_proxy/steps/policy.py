@@ -29,7 +29,7 @@ from ..chain import Handler, Principal, Step, client_query
 from ..errors import BadRequest, Forbidden, InvalidBody, InvalidFilter, PayloadTooLarge
 from ..json_input import JsonInputError, load_client_json
 from ..keys import PRINCIPAL, SAME_FOR_EVERYONE, UPSTREAM
-from ..protocol import PARAMS_PREFIX, SUBSET_PAGING_PARAMS
+from ..protocol import SUBSET_PAGING_PARAMS, positional_params
 from ..where import (
     ClientFilter,
     Limits,
@@ -40,6 +40,7 @@ from ..where import (
     combine,
     parse_client_where,
     parse_order_by,
+    quote_ident,
 )
 
 __all__ = ["ShapePolicy", "ShapeRule"]
@@ -131,16 +132,10 @@ class ShapeRule(BaseModel):
         if self.columns is None:
             return None
         names = [*self.primary_key, *(c for c in self.columns if c not in self.primary_key)]
-        return ",".join(_quote_ident(n) for n in names)
+        return ",".join(quote_ident(n) for n in names)
 
     def upstream_columns(self) -> str | None:
         return self._upstream_columns
-
-
-def _quote_ident(name: str) -> str:
-    if name.isidentifier() and name == name.lower():
-        return name
-    return '"' + name.replace('"', '""') + '"'
 
 
 def _claim_text(principal: Principal | None, name: str) -> str:
@@ -225,11 +220,7 @@ class ShapePolicy(Step):
         if rule.public:
             request[SAME_FOR_EVERYONE] = True
 
-        client_params = {
-            k[len(PARAMS_PREFIX) : -1]: v
-            for k, v in query.items()
-            if k.startswith(PARAMS_PREFIX) and k.endswith("]")
-        }
+        client_params, _ = positional_params(query)
         client_where = query.get("where")
         if (client_where is not None or client_params) and not rule.client_where:
             raise BadRequest("this shape takes no client filter", code="filter_not_allowed")

@@ -27,6 +27,7 @@ lookup, and so that nothing a request does can alter what a later request gets.
 from ._client import ClientFilter, check_params, parse_client_where
 from ._combine import combine
 from ._errors import WhereError
+from ._ident import quote_ident, split_identifiers
 from ._limits import DEFAULT_LIMITS, Limits
 from ._order import parse_order_by
 from ._server import ServerFilter
@@ -43,4 +44,6 @@ __all__ = [
     "combine",
     "parse_client_where",
     "parse_order_by",
+    "quote_ident",
+    "split_identifiers",
 ]

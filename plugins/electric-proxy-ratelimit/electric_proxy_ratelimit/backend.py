@@ -9,11 +9,14 @@ count, so both backends answer the same questions the same way.
 from __future__ import annotations
 
 import abc
+from collections.abc import Callable
 
-__all__ = ["Backend", "BackendUnavailable", "Slot", "limit_key"]
+from electric_proxy import ElectricProxyError
+
+__all__ = ["Backend", "BackendUnavailable", "GiveBackSlot", "Slot", "limit_key"]
 
 
-class BackendUnavailable(Exception):
+class BackendUnavailable(ElectricProxyError):
     """The store could not answer. The message is the underlying error's type name only:
     a connection error's text may name the server, and its URL may hold a password."""
 
@@ -25,6 +28,21 @@ class Slot(abc.ABC):
     def release(self) -> None:
         """Give the place back. Synchronous (it runs from a task's done callback) and
         idempotent; a backend that must do I/O schedules it and keeps track of it."""
+
+
+class GiveBackSlot(Slot):
+    """A slot that calls ``give_back`` on the first :meth:`release` and never again, so a
+    backend writes only how a place is given back, not the once-only bookkeeping."""
+
+    __slots__ = ("_give_back",)
+
+    def __init__(self, give_back: Callable[[], None]) -> None:
+        self._give_back: Callable[[], None] | None = give_back
+
+    def release(self) -> None:
+        give_back, self._give_back = self._give_back, None
+        if give_back is not None:
+            give_back()
 
 
 class Backend(abc.ABC):

@@ -10,12 +10,13 @@ Live slots need no eviction: there is at most one per request in flight.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from .backend import Backend, Slot
+from .backend import Backend, GiveBackSlot, Slot
 
 __all__ = ["MemoryBackend"]
 
@@ -25,20 +26,6 @@ class _Bucket:
     tokens: float
     stamp: float
     full_at: float
-
-
-class _MemorySlot(Slot):
-    __slots__ = ("_backend", "_key", "_released")
-
-    def __init__(self, backend: MemoryBackend, key: str) -> None:
-        self._backend = backend
-        self._key = key
-        self._released = False
-
-    def release(self) -> None:
-        if not self._released:
-            self._released = True
-            self._backend._give_back(self._key)
 
 
 class MemoryBackend(Backend):
@@ -102,7 +89,7 @@ class MemoryBackend(Backend):
         if held >= limit:
             return None
         self._live[key] = held + 1
-        return _MemorySlot(self, key)
+        return GiveBackSlot(functools.partial(self._give_back, key))
 
     def _give_back(self, key: str) -> None:
         held = self._live.get(key, 0) - 1

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import itertools
 import logging
 import secrets
@@ -31,7 +32,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
-from .backend import Backend, BackendUnavailable, Slot
+from .backend import Backend, BackendUnavailable, GiveBackSlot, Slot
 
 __all__ = ["RedisBackend"]
 
@@ -100,21 +101,6 @@ return 0
 )
 
 _FAILURES = (RedisError, OSError, TimeoutError)
-
-
-class _RedisSlot(Slot):
-    __slots__ = ("_backend", "_key", "_member", "_released")
-
-    def __init__(self, backend: RedisBackend, key: str, member: str) -> None:
-        self._backend = backend
-        self._key = key
-        self._member = member
-        self._released = False
-
-    def release(self) -> None:
-        if not self._released:
-            self._released = True
-            self._backend._give_back(self._key, self._member)
 
 
 class RedisBackend(Backend):
@@ -209,7 +195,7 @@ class RedisBackend(Backend):
         if int(held) != 1:
             return None
         self._held.setdefault(live_key, set()).add(member)
-        return _RedisSlot(self, live_key, member)
+        return GiveBackSlot(functools.partial(self._give_back, live_key, member))
 
     def _give_back(self, live_key: str, member: str) -> None:
         members = self._held.get(live_key)
