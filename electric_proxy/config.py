@@ -37,6 +37,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from .access_log import AccessLogMode, access_log_options
 from .caching import CacheMode
 from .chain import Step
+from .errors import ElectricProxyError
 from .forward import UpstreamSettings
 from .health import HealthSettings, path_conflict
 from .metrics import MetricsSettings, metrics_available
@@ -61,7 +62,7 @@ __all__ = [
 ]
 
 
-class ConfigError(Exception):
+class ConfigError(ElectricProxyError):
     """Why a config cannot be used: one line per problem, each naming where it is."""
 
     def __init__(self, problems: list[str]) -> None:

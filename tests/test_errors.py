@@ -32,10 +32,6 @@ def test_unauthorized_carries_a_bearer_challenge_with_its_code() -> None:
     assert response.headers["WWW-Authenticate"] == 'Bearer realm="electric", error="expired_token"'
 
 
-#: Defined in modules other agents own at the moment; they join the root when those land.
-_NOT_YET_UNDER_THE_ROOT = {"electric_proxy.config.ConfigError", "electric_proxy.where._errors"}
-
-
 def test_every_error_the_package_defines_has_the_one_root() -> None:
     outside = []
     for info in pkgutil.walk_packages(electric_proxy.__path__, "electric_proxy."):
@@ -50,4 +46,4 @@ def test_every_error_the_package_defines_has_the_one_root() -> None:
                 and not issubclass(value, ElectricProxyError)
             ):
                 outside.append(f"{info.name}.{value.__qualname__}")
-    assert [n for n in outside if not n.startswith(tuple(_NOT_YET_UNDER_THE_ROOT))] == []
+    assert outside == []

@@ -6,11 +6,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import ParamSpec, TypeVar
 
+from ..errors import ElectricProxyError
+
 _P = ParamSpec("_P")
 _T = TypeVar("_T")
 
 
-class WhereError(ValueError):
+class WhereError(ElectricProxyError, ValueError):
     """A filter that the proxy refuses.
 
     ``reason`` is written to be shown to the client as is: it only ever quotes the client's
@@ -42,7 +44,7 @@ class WhereError(ValueError):
         return {"field": self.field, "reason": self.reason, "position": self.position}
 
 
-class _Rejected(Exception):
+class _Rejected(ElectricProxyError):
     """Internal carrier for a refusal before the caller's field name is known."""
 
     def __init__(self, reason: str, position: int | None = None) -> None:
