@@ -1,7 +1,7 @@
 """electric-proxy: a secure, streaming, pluggable aiohttp proxy in front of ElectricSQL."""
 
 from .access_log import AccessLogger, JsonAccessLogger
-from .app import ShapeProxy
+from .app import EndpointObserver, ShapeProxy
 from .caching import make_private, merge_vary
 from .chain import (
     Handler,
@@ -88,6 +88,7 @@ __all__ = [
     "Credentials",
     "DuplicateParameter",
     "ElectricProxyError",
+    "EndpointObserver",
     "Forbidden",
     "GatekeeperIssuer",
     "GatekeeperVerifier",

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Sequence
-from typing import ClassVar, cast
+from typing import ClassVar, Protocol, cast
 
 from aiohttp import hdrs, web
 from multidict import CIMultiDict
@@ -28,7 +28,24 @@ from .logs import bind_request_id
 from .protocol import ELECTRIC_EXPOSED_HEADERS, FORWARDED_REQUEST_HEADERS, SHAPE_METHODS
 from .upstream_errors import UpstreamErrorCleaner, error_body, passes_must_refetch
 
-__all__ = ["Endpoint", "ShapeProxy", "forwarded_headers"]
+__all__ = ["Endpoint", "EndpointObserver", "ShapeProxy", "forwarded_headers"]
+
+
+class EndpointObserver(Protocol):
+    """Something that watches every request of an endpoint from outside (metrics).
+
+    Given to the endpoint when it is built; ``observe`` is called once, from the endpoint's
+    constructor, and returns the middleware that wraps the endpoint's route.
+    """
+
+    def observe(self, endpoint: Endpoint) -> Middleware: ...
+
+
+def _around(middleware: Middleware, inner: Handler) -> Handler:
+    async def run(request: web.Request) -> web.StreamResponse:
+        return await middleware(request, inner)
+
+    return run
 
 
 class Endpoint(abc.ABC):
@@ -52,6 +69,7 @@ class Endpoint(abc.ABC):
         chain: Sequence[Middleware],
         path: str,
         cache: CacheMode = "vary",
+        observers: Sequence[EndpointObserver] = (),
     ) -> None:
         if not path.startswith("/") or (path.endswith("/") and path != "/"):
             raise ValueError(f"path must start with '/' and not end with one: {path!r}")
@@ -66,9 +84,11 @@ class Endpoint(abc.ABC):
         self._clean_error = UpstreamErrorCleaner(forwarder.base_url_parts())
         #: Live requests held right now; ended cleanly when the app shuts down.
         self.inflight = InFlight()
-        #: Wraps every request on the route (metrics set it); ``None`` costs nothing.
-        self.observer: Middleware | None = None
         self._handler: Handler = compose(self.steps, self.inflight.around(self._forward))
+        # Observers (metrics) wrap the whole route, given once here and never patched on.
+        self._route: Handler = self.handle
+        for observer in reversed(observers):
+            self._route = _around(observer.observe(self), self._route)
 
     @abc.abstractmethod
     def add_routes(self, router: web.UrlDispatcher) -> None:
@@ -108,11 +128,8 @@ class Endpoint(abc.ABC):
         return None
 
     async def route(self, request: web.Request) -> web.StreamResponse:
-        """The route's handler: :meth:`handle`, inside the observer when there is one."""
-        observer = self.observer
-        if observer is None:
-            return await self.handle(request)
-        return await observer(request, self.handle)
+        """The route's handler: :meth:`handle`, inside the observers when there are any."""
+        return await self._route(request)
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         bind_request_id("-")
@@ -212,10 +229,13 @@ class ShapeProxy(Endpoint):
         path: str = "/v1/shape",
         coalesce_live: bool = True,
         cache: CacheMode = "vary",
+        observers: Sequence[EndpointObserver] = (),
     ) -> None:
         settings = UpstreamSettings.of(upstream, bare_origin_path="/v1/shape")
         forwarder = Forwarder(settings, coalesce_live=coalesce_live)
-        super().__init__(forwarder=forwarder, chain=chain, path=path, cache=cache)
+        super().__init__(
+            forwarder=forwarder, chain=chain, path=path, cache=cache, observers=observers
+        )
 
     def add_routes(self, router: web.UrlDispatcher) -> None:
         router.add_route("*", self.path, self.route)

@@ -106,7 +106,7 @@ class MetricsSettings(BaseModel):
 
 
 class _Observer:
-    """Counts one endpoint's requests: wraps its handler as ``Endpoint.observer``."""
+    """Counts one endpoint's requests: the middleware :meth:`Metrics.observe` gives it."""
 
     def __init__(self, metrics: Metrics, route: str, steps: Sequence[Middleware]) -> None:
         self._metrics = metrics
@@ -230,14 +230,13 @@ class _State:
 class Metrics:
     """The metrics of some endpoints, in a registry of their own.
 
-    Build it before the app starts (it hooks the endpoints' upstream sessions), then
-    ``setup(app)``; serve it with ``setup(app, path="/metrics")`` or on a listener of its own
+    Build it first and give it to each endpoint as it is built
+    (``ShapeProxy(..., observers=[metrics])``), then ``setup(app)``; serve it with
+    ``setup(app, path="/metrics")`` or on a listener of its own
     (``app.cleanup_ctx.append(metrics.listener(host, port))``).
     """
 
-    def __init__(
-        self, endpoints: Sequence[Endpoint], *, registry: CollectorRegistry | None = None
-    ) -> None:
+    def __init__(self, *, registry: CollectorRegistry | None = None) -> None:
         try:
             from prometheus_client import CollectorRegistry, Counter, Histogram
         except ImportError as exc:
@@ -281,13 +280,16 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=self.registry,
         )
-        bound: list[tuple[str, Endpoint]] = []
-        for endpoint in endpoints:
-            route = endpoint.route_label
-            endpoint.observer = _Observer(self, route, endpoint.steps)
-            endpoint.forwarder.trace_configs.append(self._latency_trace(route))
-            bound.append((route, endpoint))
-        self.registry.register(_State(bound))
+        self._observed: list[tuple[str, Endpoint]] = []
+        self.registry.register(_State(self._observed))
+
+    def observe(self, endpoint: Endpoint) -> Middleware:
+        """Count ``endpoint``'s requests and upstream latency: give this object to the
+        endpoint's ``observers`` when building it (``ShapeProxy(..., observers=[metrics])``)."""
+        route = endpoint.route_label
+        endpoint.forwarder.trace_configs.append(self._latency_trace(route))
+        self._observed.append((route, endpoint))
+        return _Observer(self, route, endpoint.steps)
 
     def _latency_trace(self, route: str) -> aiohttp.TraceConfig:
         children = {mode: self.upstream_latency.labels(route, mode) for mode in _MODES}

@@ -27,17 +27,19 @@ import resource
 import signal
 import socket
 import time
+from collections.abc import Sequence
 from multiprocessing.connection import wait
 from multiprocessing.process import BaseProcess
 from types import FrameType
 
 from aiohttp import web
 
-from .app import Endpoint, ShapeProxy
+from .app import Endpoint, EndpointObserver, ShapeProxy
 from .caching import CacheMode
 from .config import ConfigError, ProxyConfig, StreamsConfig
+from .health import Health
 from .http_server import own_application
-from .ops import add_operations
+from .metrics import Metrics
 from .runtime import run_server
 from .streams import StreamProxy
 
@@ -58,7 +60,9 @@ MAX_CRASHES = 5
 CRASH_WINDOW = 60.0
 
 
-def build_shapes(config: ProxyConfig) -> ShapeProxy:
+def build_shapes(
+    config: ProxyConfig, observers: Sequence[EndpointObserver] = ()
+) -> ShapeProxy:
     """The shape endpoint (``[upstream]`` + ``[[chain]]``)."""
     if config.upstream is None:
         raise ConfigError(["upstream: no shape endpoint is configured"])
@@ -68,34 +72,50 @@ def build_shapes(config: ProxyConfig) -> ShapeProxy:
         path=config.server.path,
         coalesce_live=config.server.coalesce_live,
         cache=config.server.cache,
+        observers=observers,
     )
 
 
-def build_streams(streams: StreamsConfig, cache: CacheMode = "vary") -> StreamProxy:
+def build_streams(
+    streams: StreamsConfig,
+    cache: CacheMode = "vary",
+    observers: Sequence[EndpointObserver] = (),
+) -> StreamProxy:
     """The Durable Streams endpoint (``[streams]``)."""
     return StreamProxy(
         upstream=streams.upstream,
         chain=[step for _, step in streams.steps],
         path=streams.path,
         cache=cache,
+        observers=observers,
     )
 
 
 def build_app(config: ProxyConfig, *, worker: int = 0) -> web.Application:
     """Every configured endpoint in one application, with health routes and metrics.
 
-    ``worker`` is the index of a ``serve --workers`` process (its metrics port offset).
+    ``worker`` is the index of a ``serve --workers`` process: worker ``i`` serves its metrics
+    on ``port + i``, since each counts only its own requests and is a scrape target of its own.
     """
     app = web.Application()
     own_application(app)
+    settings = config.metrics
+    metrics = Metrics() if settings is not None else None
+    observers = [metrics] if metrics is not None else []
     endpoints: list[Endpoint] = []
     if config.upstream is not None:
-        endpoints.append(build_shapes(config))
+        endpoints.append(build_shapes(config, observers))
     if config.streams is not None:
-        endpoints.append(build_streams(config.streams, config.server.cache))
+        endpoints.append(build_streams(config.streams, config.server.cache, observers))
     for endpoint in endpoints:
         endpoint.setup(app)
-    add_operations(app, endpoints, health=config.health, metrics=config.metrics, worker=worker)
+    if config.health.enabled:
+        Health.from_settings(endpoints, config.health).setup(app)
+    if metrics is not None and settings is not None:
+        metrics.setup(app, path=settings.main_path)
+        if settings.listener:
+            port = settings.port + worker if settings.port else 0
+            app.cleanup_ctx.append(metrics.listener(settings.host, port, settings.path))
     return app
 
 

@@ -25,7 +25,7 @@ from aiohttp import hdrs, web
 from multidict import MultiDict
 from yarl import URL
 
-from .app import Endpoint, forwarded_headers
+from .app import Endpoint, EndpointObserver, forwarded_headers
 from .caching import CacheMode
 from .chain import Middleware, UpstreamRequest
 from .errors import BadRequest, NotFound
@@ -125,11 +125,14 @@ class StreamProxy(Endpoint):
         chain: Sequence[Middleware] = (),
         path: str = "/v1/stream",
         cache: CacheMode = "vary",
+        observers: Sequence[EndpointObserver] = (),
     ) -> None:
         forwarder = Forwarder(UpstreamSettings.of(upstream))
         self.base = str(forwarder.url).rstrip("/")
         self.base_path = forwarder.url.path.rstrip("/")
-        super().__init__(forwarder=forwarder, chain=chain, path=path, cache=cache)
+        super().__init__(
+            forwarder=forwarder, chain=chain, path=path, cache=cache, observers=observers
+        )
 
     def add_routes(self, router: web.UrlDispatcher) -> None:
         router.add_route("*", self.path + "/{stream_path:.+}", self.route)

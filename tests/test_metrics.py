@@ -36,11 +36,11 @@ from electric_proxy.testing.pytest_plugin import RunningUpstream
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
 
-def app_with(endpoints: list[Endpoint]) -> tuple[web.Application, Metrics]:
+def app_with(endpoints: list[Endpoint], metrics: Metrics) -> tuple[web.Application, Metrics]:
+    """The endpoints (built with ``observers=[metrics]``) on one app, metrics at /metrics."""
     app = web.Application()
     for endpoint in endpoints:
         endpoint.setup(app)
-    metrics = Metrics(endpoints)
     metrics.setup(app, path="/metrics")
     Health(endpoints, cache=0).setup(app)
     return app, metrics
@@ -84,8 +84,9 @@ async def test_requests_refusals_and_upstream_latency(
     aiohttp_client: Any, electric_upstream: RunningUpstream
 ) -> None:
     chain = standard_chain(electric_upstream, client_where=True, filter_columns={"title": "text"})
-    proxy = ShapeProxy(upstream=electric_upstream.url, chain=chain)
-    app, _ = app_with([proxy])
+    metrics = Metrics()
+    proxy = ShapeProxy(upstream=electric_upstream.url, chain=chain, observers=[metrics])
+    app, _ = app_with([proxy], metrics)
     client = await aiohttp_client(app)
     shape = "/v1/shape"
     assert (await client.get(shape, params={"offset": "-1"}, headers=auth(ALICE))).status == 200
@@ -145,8 +146,11 @@ async def test_requests_refusals_and_upstream_latency(
 async def test_held_requests_and_coalescing(
     aiohttp_client: Any, electric_upstream: RunningUpstream
 ) -> None:
-    proxy = ShapeProxy(upstream=electric_upstream.url, chain=standard_chain(electric_upstream))
-    app, _ = app_with([proxy])
+    metrics = Metrics()
+    proxy = ShapeProxy(
+        upstream=electric_upstream.url, chain=standard_chain(electric_upstream), observers=[metrics]
+    )
+    app, _ = app_with([proxy], metrics)
     client = await aiohttp_client(app)
     resp = await client.get("/v1/shape", params={"offset": "-1"}, headers=auth(ALICE))
     position = {
@@ -179,8 +183,11 @@ async def test_held_requests_and_coalescing(
 
 
 async def test_shutdown_is_counted(aiohttp_client: Any, electric_upstream: RunningUpstream) -> None:
-    proxy = ShapeProxy(upstream=electric_upstream.url, chain=standard_chain(electric_upstream))
-    app, _ = app_with([proxy])
+    metrics = Metrics()
+    proxy = ShapeProxy(
+        upstream=electric_upstream.url, chain=standard_chain(electric_upstream), observers=[metrics]
+    )
+    app, _ = app_with([proxy], metrics)
     client = await aiohttp_client(app)
     await proxy.inflight.drain(app)
     live = {"offset": "0_0", "handle": "h", "live": "true"}
@@ -206,8 +213,9 @@ async def test_jwks_fetches_and_outages(
     jwt = JwtAuth(
         algorithms=["RS256"], jwks_url=str(idp_server.make_url("/jwks")), jwks_retry_interval=30
     )
-    proxy = ShapeProxy(upstream=electric_upstream.url, chain=[jwt])
-    app, _ = app_with([proxy])
+    metrics = Metrics()
+    proxy = ShapeProxy(upstream=electric_upstream.url, chain=[jwt], observers=[metrics])
+    app, _ = app_with([proxy], metrics)
     client = await aiohttp_client(app)
     token = "eyJhbGciOiJSUzI1NiIsImtpZCI6ImsxIn0.eyJzdWIiOiJhbGljZSJ9.c2lnbmF0dXJl"
     resp = await client.get("/v1/shape", params={"offset": "-1"}, headers=auth(token))
@@ -236,8 +244,9 @@ async def test_a_streams_route_never_names_a_stream(
     upstream = web.Application()
     upstream.router.add_route("*", "/{tail:.*}", read)
     server = await aiohttp_server(upstream)
-    proxy = StreamProxy(upstream=str(server.make_url("/v1/stream/svc-test")))
-    app, _ = app_with([proxy])
+    metrics = Metrics()
+    proxy = StreamProxy(upstream=str(server.make_url("/v1/stream/svc-test")), observers=[metrics])
+    app, _ = app_with([proxy], metrics)
     client = await aiohttp_client(app)
     resp = await client.get("/v1/stream/chats/alice/room-secret-42", params={"offset": "-1"})
     assert resp.status == 200
@@ -254,14 +263,20 @@ async def test_a_streams_route_never_names_a_stream(
 async def test_each_app_has_its_own_registry(
     aiohttp_client: Any, electric_upstream: RunningUpstream
 ) -> None:
+    first_metrics = Metrics()
     first_proxy = ShapeProxy(
-        upstream=electric_upstream.url, chain=standard_chain(electric_upstream)
+        upstream=electric_upstream.url,
+        chain=standard_chain(electric_upstream),
+        observers=[first_metrics],
     )
+    second_metrics = Metrics()
     second_proxy = ShapeProxy(
-        upstream=electric_upstream.url, chain=standard_chain(electric_upstream)
+        upstream=electric_upstream.url,
+        chain=standard_chain(electric_upstream),
+        observers=[second_metrics],
     )
-    first_app, first = app_with([first_proxy])
-    second_app, second = app_with([second_proxy])
+    first_app, first = app_with([first_proxy], first_metrics)
+    second_app, second = app_with([second_proxy], second_metrics)
     assert first.registry is not second.registry
     assert first_app[METRICS] is first
     first_client = await aiohttp_client(first_app)
@@ -282,10 +297,12 @@ async def test_each_app_has_its_own_registry(
 async def test_a_listener_of_its_own(
     aiohttp_client: Any, electric_upstream: RunningUpstream
 ) -> None:
-    proxy = ShapeProxy(upstream=electric_upstream.url, chain=standard_chain(electric_upstream))
+    metrics = Metrics()
+    proxy = ShapeProxy(
+        upstream=electric_upstream.url, chain=standard_chain(electric_upstream), observers=[metrics]
+    )
     app = web.Application()
     proxy.setup(app)
-    metrics = Metrics([proxy])
     metrics.setup(app)
     app.cleanup_ctx.append(metrics.listener("127.0.0.1", 0, "/internal/metrics"))
     client = await aiohttp_client(app)
@@ -376,7 +393,7 @@ def test_without_prometheus_client_only_metrics_are_refused() -> None:
         except ConfigError as exc:
             print(exc.problems)
         try:
-            Metrics([ShapeProxy(upstream="http://electric:3000/v1/shape")])
+            Metrics()
         except MetricsUnavailable as exc:
             print(exc)
         """
@@ -399,8 +416,9 @@ async def test_answers_raised_as_aiohttp_exceptions_are_counted_by_their_status(
             raise RuntimeError("a bug in a step")
         return await handler(request)
 
-    proxy = ShapeProxy(upstream=electric_upstream.url, chain=[redirect])
-    app, _ = app_with([proxy])
+    metrics = Metrics()
+    proxy = ShapeProxy(upstream=electric_upstream.url, chain=[redirect], observers=[metrics])
+    app, _ = app_with([proxy], metrics)
     client = await aiohttp_client(app)
     resp = await client.get("/v1/shape", params={"moved": "1"}, allow_redirects=False)
     assert resp.status == 302
@@ -431,10 +449,13 @@ async def test_a_step_reports_its_own_numbers_through_the_hook(
     aiohttp_client: Any, electric_upstream: RunningUpstream
 ) -> None:
     step = CountingStep()
+    metrics = Metrics()
     proxy = ShapeProxy(
-        upstream=electric_upstream.url, chain=[step, *standard_chain(electric_upstream)]
+        upstream=electric_upstream.url,
+        chain=[step, *standard_chain(electric_upstream)],
+        observers=[metrics],
     )
-    app, _ = app_with([proxy])
+    app, _ = app_with([proxy], metrics)
     client = await aiohttp_client(app)
     for _ in range(3):
         assert (await client.get("/v1/shape?offset=-1", headers=auth(ALICE))).status == 200

@@ -297,10 +297,13 @@ async def test_refusals_reach_metrics_through_the_step_hook(
     from electric_proxy import Metrics
 
     step = limiter(rate=0.1, burst=1)
-    proxy = ShapeProxy(upstream=electric_upstream.url, chain=chain(electric_upstream, step))
+    metrics = Metrics()
+    proxy = ShapeProxy(
+        upstream=electric_upstream.url, chain=chain(electric_upstream, step), observers=[metrics]
+    )
     app = web.Application()
     proxy.setup(app)
-    Metrics([proxy]).setup(app, path="/metrics")
+    metrics.setup(app, path="/metrics")
     client = await aiohttp_client(app)
     for _ in range(3):
         await (await client.get(SHAPE, params=CATCH_UP, headers=auth(ALICE))).read()
