@@ -14,7 +14,7 @@ from yarl import URL
 from electric_proxy import Health, JwtAuth, ShapeProxy, Step, StreamProxy, UpstreamSettings
 from electric_proxy.app import Endpoint
 from electric_proxy.health import electric_health_url
-from electric_proxy.testing.pytest_plugin import RunningUpstream
+from electric_proxy.testing import RunningUpstream
 
 RSA = RSAKey.generate_key(2048, auto_kid=True)
 

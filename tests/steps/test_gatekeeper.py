@@ -28,7 +28,7 @@ from electric_proxy.steps.gatekeeper import (
     ShapeClaim,
     split_identifiers,
 )
-from electric_proxy.testing.pytest_plugin import RunningUpstream
+from electric_proxy.testing import RunningUpstream
 
 GK_SECRET = "gatekeeper-secret-for-tests-0123456789abcdef"
 SESSIONS = {"s-alice": ("alice", "acme"), "s-bob": ("bob", "globex")}
