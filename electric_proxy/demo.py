@@ -19,7 +19,7 @@ from aiohttp import web
 from .config import parse_config
 from .http_server import ProxyRunner
 from .server import raise_open_file_limit
-from .testing import TENANT_ROWS, two_tenant_upstream
+from .standin import TENANT_ROWS, two_tenant_upstream
 
 __all__ = ["DEMO_TOKENS", "demo_config", "run_demo"]
 

@@ -1,37 +1,27 @@
-"""Shared fixtures: the standard chain the product ships for the two-tenant upstream."""
+"""Shared fixtures: the standard chain the product ships for the two-tenant upstream.
+
+Users, tokens, polling, the CLI and real-port serving come from the testing kit
+(``electric_proxy.testing``), as plugin authors get them.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import os
-import sys
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from pg_cluster import Cluster, private_cluster
 
-from electric_proxy import BearerAuth, Credentials, ShapePolicy, StaticToken
-from electric_proxy.testing.pytest_plugin import RunningUpstream
-
-ALICE = "token-alice-acme-0000001"
-BOB = "token-bob-globex-0000002"
-
-
-def auth(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
+from electric_proxy import Credentials, ShapePolicy
+from electric_proxy.testing import RunningUpstream, two_users
 
 
 def standard_chain(upstream: RunningUpstream, **rule: Any) -> list[Any]:
     """Bearer auth, a claim-bound todos policy and secret injection."""
     todos = {"where": "org_id = :org_id", "columns": ["id", "org_id", "title", "done"], **rule}
     return [
-        BearerAuth(
-            tokens=[
-                StaticToken(token=ALICE, sub="alice", claims={"org_id": "acme"}),
-                StaticToken(token=BOB, sub="bob", claims={"org_id": "globex"}),
-            ]
-        ),
+        two_users(),
         ShapePolicy(shapes={"todos": todos}),
         Credentials(secret=upstream.secret),
     ]
@@ -44,19 +34,6 @@ async def shape_client(proxy_client: Any, electric_upstream: RunningUpstream) ->
         standard_chain(
             electric_upstream, client_where=True, filter_columns={"title": "text", "done": "bool"}
         )
-    )
-
-
-async def run_cli(*args: str, env: Mapping[str, str] | None = None) -> asyncio.subprocess.Process:
-    """`electric-proxy <args>` in a subprocess, its stdout and stderr merged into one pipe."""
-    return await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "electric_proxy.cli",
-        *args,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-        env={**os.environ, **(env or {})},
     )
 
 

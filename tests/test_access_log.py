@@ -7,7 +7,7 @@ import logging
 from typing import Any
 
 import pytest
-from conftest import ALICE, auth, standard_chain
+from conftest import standard_chain
 from multidict import MultiDict
 
 from electric_proxy import (
@@ -19,7 +19,7 @@ from electric_proxy import (
     ShapeProxy,
 )
 from electric_proxy.access_log import LOGGER_NAME, access_log_options, safe_query
-from electric_proxy.testing.pytest_plugin import RunningUpstream
+from electric_proxy.testing import ALICE, RunningUpstream, auth
 
 CLIENT_SECRET = "client-guess-of-the-secret-77"
 

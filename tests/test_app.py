@@ -9,7 +9,7 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
-from conftest import ALICE, auth, send_raw, standard_chain
+from conftest import send_raw, standard_chain
 
 from electric_proxy import (
     PRINCIPAL,
@@ -21,7 +21,7 @@ from electric_proxy import (
     Step,
     parse_config,
 )
-from electric_proxy.testing.pytest_plugin import RunningUpstream
+from electric_proxy.testing import ALICE, RunningUpstream, auth
 
 
 @pytest.mark.parametrize(

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 from aiohttp import web
-from conftest import ALICE, BOB, auth, standard_chain
+from conftest import standard_chain
 from pydantic import ValidationError
 
 from electric_proxy import (
@@ -20,7 +20,7 @@ from electric_proxy import (
     parse_config,
 )
 from electric_proxy.chain import Handler
-from electric_proxy.testing.pytest_plugin import RunningUpstream
+from electric_proxy.testing import ALICE, BOB, RunningUpstream, auth
 
 
 class SharedCache:

@@ -4,31 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import re
-import socket
-import subprocess
-import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
-from conftest import run_cli
 
 from electric_proxy.demo import DEMO_TOKENS
+from electric_proxy.testing import free_port, read_until, run_cli, start_cli
 
 SECRET = "cli-secret-value-abcdef"
-
-
-def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "electric_proxy.cli", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={**os.environ, **(env or {})},
-    )
 
 
 def write_config(tmp_path: Path, body: str) -> Path:
@@ -45,7 +31,7 @@ def test_check_config_ok_and_masked(tmp_path: Path) -> None:
             '[[chain]]\nuse = "credentials"\nsecret = { "$env" = "ELECTRIC_SECRET" }\n'
         ),
     )
-    result = run("check-config", str(path), "--show", env={"ELECTRIC_SECRET": SECRET})
+    result = run_cli("check-config", str(path), "--show", env={"ELECTRIC_SECRET": SECRET})
     assert result.returncode == 0, result.stderr
     assert "ok; /v1/shape chain: credentials" in result.stdout
     assert SECRET not in result.stdout + result.stderr
@@ -59,13 +45,13 @@ def test_check_config_bad_exits_1_naming_the_option(tmp_path: Path) -> None:
             '[[chain]]\nuse = "policy"\n[chain.shapes.todos]\nreplica = "sometimes"\n'
         ),
     )
-    result = run("check-config", str(path))
+    result = run_cli("check-config", str(path))
     assert result.returncode == 1
     assert "chain[0] (policy).shapes.todos.replica" in result.stderr
 
 
 def test_plugins_lists_builtins_with_their_distribution() -> None:
-    result = run("plugins")
+    result = run_cli("plugins")
     assert result.returncode == 0
     lines = result.stdout.splitlines()
     assert lines[0].split() == ["NAME", "DISTRIBUTION", "VERSION", "OBJECT"]
@@ -79,16 +65,14 @@ def test_check_config_refuses_a_shape_path_serve_could_not_use(tmp_path: Path) -
     path = write_config(
         tmp_path, '[server]\npath = "v1/shape/"\n[upstream]\nurl = "http://localhost:3000"\n'
     )
-    result = run("check-config", str(path))
+    result = run_cli("check-config", str(path))
     assert result.returncode == 1
     assert "server.path: Value error, expected a path like /v1/shape" in result.stderr
 
 
-async def _output(*args: str) -> tuple[int, str]:
-    proc = await run_cli(*args)
-    out, _ = await asyncio.wait_for(proc.communicate(), 60)
-    assert proc.returncode is not None
-    return proc.returncode, out.decode()
+def _output(*args: str) -> tuple[int, str]:
+    result = run_cli(*args)
+    return result.returncode, result.stdout + result.stderr
 
 
 def _option_rows(out: str) -> dict[str, dict[str, str]]:
@@ -104,8 +88,8 @@ def _option_rows(out: str) -> dict[str, dict[str, str]]:
     return table
 
 
-async def test_plugins_options_shows_types_defaults_and_secrets() -> None:
-    code, out = await _output("plugins", "--options", "bearer")
+def test_plugins_options_shows_types_defaults_and_secrets() -> None:
+    code, out = _output("plugins", "--options", "bearer")
     assert code == 0, out
     assert out.startswith("bearer: Authenticate with a fixed token list")
     rows = _option_rows(out)
@@ -121,7 +105,7 @@ async def test_plugins_options_shows_types_defaults_and_secrets() -> None:
     assert (token["TYPE"], token["DEFAULT"], token["SECRET"]) == ("SecretStr", "(required)", "yes")
     assert rows["tokens[].sub"]["SECRET"] == "no"
 
-    code, out = await _output("plugins", "--options", "credentials")
+    code, out = _output("plugins", "--options", "credentials")
     rows = _option_rows(out)
     assert rows["secret"]["TYPE"] == "SecretStr | None"
     assert rows["secret"]["SECRET"] == "yes"
@@ -130,26 +114,17 @@ async def test_plugins_options_shows_types_defaults_and_secrets() -> None:
     assert rows["source_id"]["DESCRIPTION"] == "Electric Cloud source id"
 
 
-async def test_plugins_options_of_an_unknown_step_suggests_one() -> None:
-    code, out = await _output("plugins", "--options", "berer")
+def test_plugins_options_of_an_unknown_step_suggests_one() -> None:
+    code, out = _output("plugins", "--options", "berer")
     assert code == 1
     assert "no step named 'berer' is installed; did you mean 'bearer'?" in out
 
 
-async def _wait_for_line(stream: asyncio.StreamReader, needle: str) -> str:
-    seen = ""
-    while needle not in seen:
-        line = await asyncio.wait_for(stream.readline(), 20)
-        assert line, f"process ended before printing {needle!r}: {seen}"
-        seen += line.decode()
-    return seen
-
-
 async def test_demo_shows_each_user_only_their_org() -> None:
-    proc = await run_cli("demo", "--port", "0")
+    proc = await start_cli("demo", "--port", "0")
     assert proc.stdout is not None
     try:
-        text = await _wait_for_line(proc.stdout, "Ctrl-C stops the demo")
+        text = await read_until(proc.stdout, "Ctrl-C stops the demo")
         base = re.search(r"proxy (http://\S+),", text)
         assert base, text
         async with aiohttp.ClientSession() as session:
@@ -184,15 +159,13 @@ async def serving(
     server: str = "",
 ) -> AsyncIterator[Served]:
     """`electric-proxy serve` on a free port in front of a live upstream, stopped by SIGTERM."""
-    from electric_proxy.testing import two_tenant_upstream
+    from electric_proxy.standin import two_tenant_upstream
 
     upstream = two_tenant_upstream(SECRET)
     base = await upstream.start()
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     config = f'[server]\nport = {port}\n{server}[upstream]\nurl = "{base}/v1/shape"\n{chain}'
-    proc = await run_cli("serve", "--config", str(write_config(tmp_path, config)), *args, env=env)
+    proc = await start_cli("serve", "--config", str(write_config(tmp_path, config)), *args, env=env)
     assert proc.stdout is not None
     served = Served(proc, proc.stdout, f"http://127.0.0.1:{port}/v1/shape")
     try:
@@ -213,8 +186,8 @@ async def test_serve_runs_a_config_until_sigterm(tmp_path: Path) -> None:
     env = {"ALICE": "alice-token-0123456789", "ELECTRIC_SECRET": SECRET}
     # uvloop: the test extra installs it, and its path through serve is the one less trodden.
     async with serving(tmp_path, chain, env=env, server='event_loop = "uvloop"\n') as served:
-        await _wait_for_line(served.stdout, "event loop: uvloop")
-        await _wait_for_line(served.stdout, "Running on")
+        await read_until(served.stdout, "event loop: uvloop")
+        await read_until(served.stdout, "Running on")
         async with aiohttp.ClientSession() as session:
             headers = {"Authorization": "Bearer alice-token-0123456789"}
             async with session.get(served.url, params={"offset": "-1"}, headers=headers) as r:
@@ -239,8 +212,8 @@ async def test_workers_share_one_socket_and_stop_together(tmp_path: Path) -> Non
         f'[[chain]]\nuse = "credentials"\nsecret = "{SECRET}"\n'
     )
     async with serving(tmp_path, chain, "--workers", "2") as served:
-        await _wait_for_line(served.stdout, "serving")
-        await _wait_for_line(served.stdout, "serving")
+        await read_until(served.stdout, "serving")
+        await read_until(served.stdout, "serving")
         children = _children(served.proc.pid)
         assert len(children) == 2
         async with aiohttp.ClientSession() as session:

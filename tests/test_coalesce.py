@@ -8,10 +8,10 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
-from conftest import ALICE, BOB, auth, standard_chain
+from conftest import standard_chain
 
 from electric_proxy import ShapeProxy
-from electric_proxy.testing.pytest_plugin import RunningUpstream
+from electric_proxy.testing import ALICE, BOB, RunningUpstream, auth
 
 LIVE = {"offset": "0_0", "handle": "h-1", "live": "true", "cursor": "7"}
 

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from electric_proxy import load_config
-from electric_proxy.testing.pytest_plugin import RunningUpstream
+from electric_proxy.testing import RunningUpstream
 
 EXAMPLES = Path(__file__).parent.parent / "examples"
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import gzip
 import json
-import socket
 import tracemalloc
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -15,6 +14,7 @@ import pytest
 from aiohttp import web
 
 from electric_proxy import ShapeProxy, UpstreamResponse, UpstreamSettings
+from electric_proxy.testing import eventually, free_port
 
 Upstream = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -247,15 +247,8 @@ async def test_a_body_still_arriving_is_streamed_with_its_headers_first(proxy_fo
     assert await resp.read() == b"[]"
 
 
-def _unused_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-    return port
-
-
 async def test_upstream_down_is_a_clean_502(aiohttp_client: Any) -> None:
-    url = f"http://127.0.0.1:{_unused_port()}/v1/shape"
+    url = f"http://127.0.0.1:{free_port()}/v1/shape"
     client = await aiohttp_client(ShapeProxy(upstream=url).app())
     resp = await client.get("/v1/shape", params={"offset": "-1"})
     assert resp.status == 502
@@ -351,10 +344,7 @@ async def test_client_disconnect_cancels_the_upstream_request(proxy_for: Any) ->
     request.cancel()
     await asyncio.wait_for(cancelled.wait(), 5)
     # The upstream connection is closed, not parked in the pool, and no task lingers.
-    for _ in range(50):
-        if not client.upstream_server.runner.server.connections:
-            break
-        await asyncio.sleep(0.02)
+    await eventually(lambda: not client.upstream_server.runner.server.connections, within=1.0)
     assert client.upstream_server.runner.server.connections == []
     assert len(asyncio.all_tasks()) <= tasks_before
 

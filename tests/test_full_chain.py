@@ -6,10 +6,10 @@ import logging
 from typing import Any
 
 import pytest
-from conftest import ALICE, BOB, auth, standard_chain
+from conftest import standard_chain
 
 from electric_proxy import Cors, RequestId, ResponseHeaders
-from electric_proxy.testing.pytest_plugin import RunningUpstream
+from electric_proxy.testing import ALICE, BOB, RunningUpstream, auth
 
 APP = "https://app.example"
 

@@ -18,19 +18,17 @@ from typing import Any
 from urllib.parse import quote
 
 from aiohttp import web
-from conftest import ALICE, BOB, send_raw, standard_chain
+from conftest import send_raw, standard_chain
 
 from electric_proxy import (
-    BearerAuth,
     Cors,
     Credentials,
     RequestId,
-    StaticToken,
     StreamPolicy,
     StreamProxy,
     StreamRule,
 )
-from electric_proxy.testing.pytest_plugin import ProxyTestServer, RunningUpstream
+from electric_proxy.testing import ALICE, BOB, ProxyTestServer, RunningUpstream, two_users
 
 SEED = 20250601
 SHAPE_REQUESTS = 1500
@@ -189,12 +187,7 @@ async def test_no_client_input_gives_a_500_on_the_streams_route(
         upstream=str(server.make_url("/v1/stream/svc")),
         chain=[
             Cors(allow_origins=[ORIGIN]),
-            BearerAuth(
-                tokens=[
-                    StaticToken(token=ALICE, sub="alice", claims={"org_id": "acme"}),
-                    StaticToken(token=BOB, sub="bob", claims={"org_id": "globex"}),
-                ]
-            ),
+            two_users(),
             StreamPolicy(
                 rules=[
                     StreamRule(paths=["chats/{sub}/**"], allow=["read", "append", "create"]),

@@ -13,7 +13,7 @@ from yarl import URL
 
 from electric_proxy import Health, JwtAuth, ShapeProxy, Step, StreamProxy, UpstreamSettings
 from electric_proxy.app import Endpoint, electric_health_url
-from electric_proxy.testing.pytest_plugin import RunningUpstream
+from electric_proxy.testing import RunningUpstream
 
 RSA = RSAKey.generate_key(2048, auto_kid=True)
 

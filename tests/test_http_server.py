@@ -15,10 +15,11 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 from conftest import send_raw
-from test_cli import _wait_for_line, serving
+from test_cli import serving
+from yarl import URL
 
 from electric_proxy import ProxyRunner, ShapeProxy, server_options
-from electric_proxy.testing.pytest_plugin import RunningUpstream
+from electric_proxy.testing import RunningUpstream, read_until, serve_app
 
 TOKEN = b"leak-canary-token-0123456789"
 FILTER = b"leak_canary_filter"
@@ -61,24 +62,13 @@ def logged(caplog: pytest.LogCaptureFixture) -> str:
     return "\n".join(f"{r.name} {caplog.handler.format(r)}" for r in caplog.records)
 
 
-async def _serve(runner: web.AppRunner) -> int:
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port: int = runner.addresses[0][1]
-    return port
-
-
 async def test_proxy_runner_answers_json_and_logs_no_request_bytes(
     electric_upstream: RunningUpstream, every_log_line: pytest.LogCaptureFixture
 ) -> None:
     runner = ProxyRunner(ShapeProxy(upstream=electric_upstream.url).app())
-    port = await _serve(runner)
-    try:
+    async with serve_app(runner) as origin:
         for raw in MALFORMED.values():
-            assert_json_400(*await send_raw(port, raw))
-    finally:
-        await runner.cleanup()
+            assert_json_400(*await send_raw(URL(origin).port or 0, raw))
     text = logged(every_log_line)
     assert "unparsable request" in text
     assert leaks(text) == []
@@ -90,14 +80,10 @@ async def test_plain_app_runner_with_server_options_logs_no_request_bytes(
     """What an embedder gets from ``web.run_app(app, **server_options())``: a clean log
     (the 400 body is aiohttp's own; only :class:`ProxyRunner` replaces it)."""
     app = web.Application()
-    runner = web.AppRunner(app, **server_options())
-    port = await _serve(runner)
-    try:
+    async with serve_app(web.AppRunner(app, **server_options())) as origin:
         for raw in MALFORMED.values():
-            status, _, _ = await send_raw(port, raw)
+            status, _, _ = await send_raw(URL(origin).port or 0, raw)
             assert status == 400
-    finally:
-        await runner.cleanup()
     text = logged(every_log_line)
     assert "Error handling request" in text and "BadStatusLine" in text
     assert leaks(text) == []
@@ -110,7 +96,7 @@ async def test_serve_answers_and_logs_malformed_requests_safely(
     chain = '[[chain]]\nuse = "credentials"\nsecret = "upstream-secret-0123456789"\n'
     async with serving(tmp_path, chain, *workers) as served:
         # Workers accept on the supervisor's socket, which listens before they start.
-        served.output += await _wait_for_line(served.stdout, "serving" if workers else "Running on")
+        served.output += await read_until(served.stdout, "serving" if workers else "Running on")
         port = int(served.url.split(":")[2].split("/")[0])
         answers = [await send_raw(port, raw) for raw in MALFORMED.values()]
     for answer in answers:

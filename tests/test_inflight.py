@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from typing import Any
 
 import pytest
 from aiohttp import web
-from conftest import ALICE, auth, standard_chain
+from conftest import standard_chain
 from multidict import MultiDict
 
 from electric_proxy import UPSTREAM_STATUS, Cors, ShapeProxy, UpstreamSettings
 from electric_proxy.inflight import live_kind
-from electric_proxy.testing.pytest_plugin import RunningUpstream
+from electric_proxy.testing import ALICE, RunningUpstream, auth, eventually
 
 
 @pytest.mark.parametrize(
@@ -35,14 +34,6 @@ def test_live_kind(query: dict[str, str], accept: str, kind: str | None) -> None
 
 def test_a_repeated_live_key_still_counts_as_live() -> None:
     assert live_kind(MultiDict([("live", "false"), ("live", "long-poll")])) == "long_poll"
-
-
-async def eventually(condition: Callable[[], bool], within: float = 5.0) -> None:
-    for _ in range(int(within / 0.01)):
-        if condition():
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError("condition not reached")
 
 
 async def synced(client: Any) -> dict[str, str]:

@@ -7,10 +7,9 @@ import time
 from typing import Any
 
 import pytest
-from conftest import ALICE, auth
 
 from electric_proxy.json_input import MAX_DEPTH, JsonInputError, load_client_json
-from electric_proxy.testing.pytest_plugin import RunningUpstream
+from electric_proxy.testing import ALICE, RunningUpstream, auth
 
 
 def nested(depth: int) -> str:

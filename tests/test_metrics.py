@@ -6,14 +6,14 @@ import asyncio
 import subprocess
 import sys
 import textwrap
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import aiohttp
 import prometheus_client
 import pytest
 from aiohttp import web
-from conftest import ALICE, BOB, auth, standard_chain
+from conftest import standard_chain
 from prometheus_client.parser import text_string_to_metric_families
 from pydantic import Field
 
@@ -31,7 +31,7 @@ from electric_proxy import (
 )
 from electric_proxy.app import Endpoint
 from electric_proxy.metrics import METRICS
-from electric_proxy.testing.pytest_plugin import RunningUpstream
+from electric_proxy.testing import ALICE, BOB, RunningUpstream, auth, eventually
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
@@ -70,14 +70,6 @@ async def raw_status(client: Any, target: str) -> bytes:
     await reader.read()
     writer.close()
     return status
-
-
-async def eventually(condition: Callable[[], bool], within: float = 5.0) -> None:
-    for _ in range(int(within / 0.01)):
-        if condition():
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError("condition not reached")
 
 
 async def test_requests_refusals_and_upstream_latency(

@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import json
 import signal
-import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,8 +14,8 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
-from conftest import run_cli
-from test_cli import _wait_for_line
+
+from electric_proxy.testing import eventually, free_port, read_until, start_cli
 
 SECRET = "ops-secret-value-0123456789"
 TOKEN = "ops-token-alice-0123456789"
@@ -26,22 +25,6 @@ ELECTRIC_HEADERS = {
     "electric-schema": '{"id":{"type":"int8"}}',
     "electric-cursor": "1",
 }
-
-
-def free_port(consecutive: int = 1) -> int:
-    """A port with ``consecutive - 1`` free ports after it (for one metrics port per worker)."""
-    for _ in range(50):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port: int = s.getsockname()[1]
-        try:
-            for offset in range(1, consecutive):
-                with socket.socket() as s:
-                    s.bind(("127.0.0.1", port + offset))
-        except OSError:
-            continue
-        return port
-    raise RuntimeError("no free ports")
 
 
 @dataclass
@@ -102,13 +85,13 @@ async def serve(
     path = tmp_path / "proxy.toml"
     path.write_text(config)
     env = {"ELECTRIC_SECRET": SECRET, "ALICE_TOKEN": TOKEN}
-    proc = await run_cli("serve", "--config", str(path), *args, env=env)
+    proc = await start_cli("serve", "--config", str(path), *args, env=env)
     assert proc.stdout is not None
     port = next(line for line in config.splitlines() if line.startswith("port = "))[7:]
     proxy = Proxy(proc, f"http://127.0.0.1:{port}")
     try:
         for _ in range(times):
-            proxy.output += await _wait_for_line(proc.stdout, wait_for)
+            proxy.output += await read_until(proc.stdout, wait_for)
         yield proxy
     finally:
         if proc.returncode is None:
@@ -150,11 +133,8 @@ async def test_sigterm_drains_held_requests_and_finishes_catch_ups(
         assert sse.status == 200
         first_event = await asyncio.wait_for(sse.content.readuntil(b"\n\n"), 5)
         catch_up = asyncio.create_task(session.get(shape, params={"offset": "-1"}, headers=headers))
-        for _ in range(500):
-            if {"long_poll held", "sse held", "catch_up started"} <= upstream.events.keys():
-                break
-            await asyncio.sleep(0.01)
-        assert {"long_poll held", "sse held", "catch_up started"} <= upstream.events.keys()
+        expected = {"long_poll held", "sse held", "catch_up started"}
+        await eventually(lambda: expected <= upstream.events.keys(), within=5.0)
 
         loop = asyncio.get_running_loop()
         proxy.proc.send_signal(signal.SIGTERM)
@@ -252,7 +232,7 @@ async def test_workers_refuse_metrics_on_the_shared_port(tmp_path: Path) -> None
     )
     path = tmp_path / "proxy.toml"
     path.write_text(config)
-    proc = await run_cli("serve", "--config", str(path), "--workers", "2")
+    proc = await start_cli("serve", "--config", str(path), "--workers", "2")
     output = (await asyncio.wait_for(proc.communicate(), 20))[0].decode()
     assert proc.returncode == 1
     assert "metrics.main_path cannot be used with --workers" in output

@@ -9,9 +9,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import os
-import subprocess
-import sys
 import time
 import tomllib
 from pathlib import Path
@@ -20,7 +17,7 @@ from typing import Any
 import pytest
 
 from electric_proxy import available_steps, load_config
-from electric_proxy.testing.pytest_plugin import RunningUpstream
+from electric_proxy.testing import RunningUpstream, run_cli
 
 PLUGIN_DIR = Path(__file__).parent.parent / "examples" / "org_auth_plugin"
 PROJECT = tomllib.loads((PLUGIN_DIR / "pyproject.toml").read_text())["project"]
@@ -70,20 +67,9 @@ secret = {{ "$env" = "ELECTRIC_SECRET" }}
     return config
 
 
-def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "electric_proxy.cli", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={**os.environ, **(env or {})},
-        check=False,
-    )
-
-
 def test_plugins_lists_it_with_its_distribution_and_version() -> None:
     require_plugin()
-    result = cli("plugins")
+    result = run_cli("plugins")
     assert result.returncode == 0, result.stderr
     rows = [line.split() for line in result.stdout.splitlines()]
     assert [STEP, PROJECT["name"], PROJECT["version"], "org_auth_plugin:OrgHmacAuth"] in rows
@@ -126,7 +112,7 @@ def test_check_config_accepts_it_and_masks_its_keys(
     require_plugin()
     path = write_config(tmp_path, electric_upstream)
     env = {"ORG_KEY_K2": K2, "ELECTRIC_SECRET": electric_upstream.secret}
-    result = cli("check-config", str(path), "--show", env=env)
+    result = run_cli("check-config", str(path), "--show", env=env)
     assert result.returncode == 0, result.stderr
     assert f"chain: {STEP}, policy, credentials" in result.stdout
     assert K2 not in result.stdout and K2 not in result.stderr

@@ -16,7 +16,6 @@ from urllib.parse import parse_qsl, quote, unquote
 
 import pytest
 from aiohttp import web
-from conftest import ALICE
 
 from electric_proxy import (
     UPSTREAM,
@@ -28,6 +27,7 @@ from electric_proxy import (
     StreamRule,
 )
 from electric_proxy.chain import Handler
+from electric_proxy.testing import ALICE
 
 CASES = 400
 #: Characters a request target may carry unencoded in a path segment (RFC 3986 pchar).

@@ -7,76 +7,28 @@ import os
 from typing import Any
 
 import pytest
-from aiohttp import web
-from conftest import ALICE, BOB, auth
 
 from electric_proxy import (
-    BearerAuth,
     Credentials,
-    StaticToken,
     StreamPolicy,
     StreamProxy,
     StreamRule,
     parse_config,
 )
+from electric_proxy.standin import DurableStreams
+from electric_proxy.testing import ALICE, BOB, auth, two_users
 
 SERVICE_SECRET = "svc-secret-0123456789abcdef"
 
 
-class RecordingStreams:
-    """Just enough of a Durable Streams server to see what the proxy sends and returns."""
-
-    def __init__(self) -> None:
-        self.streams: dict[str, bytearray] = {}
-        self.seen: list[tuple[str, str, dict[str, str]]] = []
-        self.app = web.Application()
-        self.app.router.add_route("*", "/v1/stream/svc-test/{name:.+}", self.handle)
-
-    async def handle(self, request: web.Request) -> web.StreamResponse:
-        raw = request.raw_path.partition("?")[0].removeprefix("/v1/stream/svc-test/")
-        self.seen.append((request.method, request.raw_path, dict(request.headers)))
-        if request.method == "PUT":
-            self.streams[raw] = bytearray()
-            location = str(request.url.with_query(None))
-            return web.Response(
-                status=201, headers={"Location": location, "Stream-Next-Offset": "0"}
-            )
-        if request.method == "POST":
-            async for chunk in request.content.iter_any():
-                self.streams.setdefault(raw, bytearray()).extend(chunk)
-            return web.Response(
-                status=204, headers={"Stream-Next-Offset": str(len(self.streams[raw]))}
-            )
-        if request.method == "GET" and request.query.get("live") == "sse":
-            resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
-            await resp.prepare(request)
-            await resp.write(b"event: data\ndata: hello\n\n")
-            return resp
-        if request.method in ("GET", "HEAD"):
-            return web.Response(
-                body=bytes(self.streams.get(raw, b"")),
-                headers={
-                    "Stream-Next-Offset": "1",
-                    "Stream-Forked-From": "/v1/stream/svc-test/src",
-                },
-            )
-        self.streams.pop(raw, None)
-        return web.Response(status=204)
-
-
 @pytest.fixture
-async def streams(aiohttp_server: Any, aiohttp_client: Any) -> tuple[Any, RecordingStreams]:
-    upstream = RecordingStreams()
-    server = await aiohttp_server(upstream.app)
+async def streams(aiohttp_server: Any, aiohttp_client: Any) -> tuple[Any, DurableStreams]:
+    upstream = DurableStreams()
+    server = await aiohttp_server(upstream.app())
     proxy = StreamProxy(
         upstream=str(server.make_url("/v1/stream/svc-test")),
         chain=[
-            BearerAuth(
-                tokens=[
-                    StaticToken(token=ALICE, sub="alice", claims={"org_id": "acme"}),
-                    StaticToken(token=BOB, sub="bob", claims={"org_id": "globex"}),
-                ]
-            ),
+            two_users(),
             StreamPolicy(
                 rules=[
                     StreamRule(paths=["chats/{sub}/**"], allow=["read", "append", "create"]),

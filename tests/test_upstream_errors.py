@@ -11,7 +11,6 @@ from typing import Any
 
 import pytest
 from aiohttp import web
-from conftest import ALICE, auth
 
 from electric_proxy import (
     BearerAuth,
@@ -23,6 +22,7 @@ from electric_proxy import (
     StreamProxy,
     StreamRule,
 )
+from electric_proxy.testing import ALICE, auth
 
 SECRET = "electric-secret-4d9a7c1b2e"
 SOURCE_ID = "source-id-77f0e1d2"

@@ -1,59 +1,78 @@
-"""A faithful stand-in for Electric and pytest fixtures, for this project and plugin authors.
+"""The testing kit: fixtures and helpers for this project's tests and plugin authors'.
 
-With ``electric-proxy`` installed, pytest loads the fixtures automatically::
+With ``electric-proxy[testing]`` installed, pytest registers the fixtures
+(``electric_upstream``, ``proxy_client``, ``config_client``, ``streams_upstream``,
+``stream_client``) through the ``pytest11`` entry point; this package holds what they run and
+the helpers tests share::
 
+    @pytest.mark.asyncio
     async def test_my_step(electric_upstream, proxy_client):
-        client = await proxy_client([MyAuth(), ShapePolicy(...), Credentials(...)])
+        client = await proxy_client([MyAuth(), ShapePolicy(...)])
         resp = await client.get("/v1/shape", params={"offset": "-1"})
+
+The upstreams themselves are the Electric stand-in, :mod:`electric_proxy.standin`; its names
+(``FakeElectric``, ``Column``, ``RecordedRequest``, ``TENANT_ROWS``, ``two_tenant_upstream``)
+are re-exported here so that imports from before the split keep working.
 """
 
 from __future__ import annotations
 
-import os
-from typing import NoReturn
-
-from .upstream import Column, FakeElectric, RecordedRequest
+from ..standin import TENANT_ROWS, Column, FakeElectric, RecordedRequest, two_tenant_upstream
+from .cli import read_until, run_cli, start_cli
+from .clients import (
+    ConfigClientFactory,
+    ProxyClientFactory,
+    ProxyTestServer,
+    config_client_factory,
+    proxy_client_factory,
+    stream_client_factory,
+    with_credentials,
+)
+from .messages import Change, ShapeMessages, shape_messages
+from .polling import eventually
+from .prerequisites import unavailable
+from .serving import free_port, serve_app
+from .upstreams import (
+    STREAMS_SECRET,
+    UPSTREAM_SECRET,
+    RunningStreams,
+    RunningUpstream,
+    start_electric,
+    start_streams,
+)
+from .users import ALICE, BOB, auth, two_users
 
 __all__ = [
+    "ALICE",
+    "BOB",
+    "STREAMS_SECRET",
     "TENANT_ROWS",
+    "UPSTREAM_SECRET",
+    "Change",
     "Column",
+    "ConfigClientFactory",
     "FakeElectric",
+    "ProxyClientFactory",
+    "ProxyTestServer",
     "RecordedRequest",
+    "RunningStreams",
+    "RunningUpstream",
+    "ShapeMessages",
+    "auth",
+    "config_client_factory",
+    "eventually",
+    "free_port",
+    "proxy_client_factory",
+    "read_until",
+    "run_cli",
+    "serve_app",
+    "shape_messages",
+    "start_cli",
+    "start_electric",
+    "start_streams",
+    "stream_client_factory",
     "two_tenant_upstream",
+    "two_users",
     "unavailable",
+    "with_credentials",
 ]
-
-TENANT_ROWS = (
-    {"id": 1, "org_id": "acme", "title": "Ship the proxy", "done": False},
-    {"id": 2, "org_id": "acme", "title": "Write the threat model", "done": True},
-    {"id": 3, "org_id": "globex", "title": "Plan the launch", "done": False},
-    {"id": 4, "org_id": "globex", "title": "Hire a designer", "done": False},
-)
-
-
-def two_tenant_upstream(secret: str | None = None, **options: float | int | bool) -> FakeElectric:
-    """A ``todos`` table shared by two organisations, ``acme`` and ``globex``."""
-    upstream = FakeElectric(secret=secret, **options)  # type: ignore[arg-type]
-    upstream.add_table(
-        "todos",
-        [
-            Column("id", "int8", primary_key=True, not_null=True),
-            Column("org_id", "text", not_null=True),
-            Column("title", "text"),
-            Column("done", "bool"),
-        ],
-        TENANT_ROWS,
-    )
-    return upstream
-
-
-def unavailable(reason: str) -> NoReturn:
-    """A test's real prerequisite (a server, a browser) is missing: fail under CI, else skip.
-
-    CI installs every prerequisite, so there a missing one is a broken set-up, never a pass.
-    """
-    import pytest  # here, not at the top: the demo uses this package without pytest installed
-
-    if os.environ.get("CI"):
-        pytest.fail(reason, pytrace=False)
-    pytest.skip(reason)

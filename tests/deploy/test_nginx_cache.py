@@ -26,13 +26,19 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
-from conftest import run_cli
 from real_servers import stop_group
-from test_cli import _wait_for_line
-from test_ops_serve import free_port
 
 from electric_proxy.demo import DEMO_TOKENS
-from electric_proxy.testing import TENANT_ROWS, Column, FakeElectric, unavailable
+from electric_proxy.standin import TENANT_ROWS, Column, FakeElectric
+from electric_proxy.testing import (
+    ALICE,
+    BOB,
+    free_port,
+    read_until,
+    serve_app,
+    start_cli,
+    unavailable,
+)
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -42,8 +48,6 @@ TEMPLATE = HERE / "nginx-cache.conf"
 README = ROOT / "README.md"
 
 SECRET = "nginx-electric-secret-5e1a93"
-ALICE = "nginx-token-alice-acme-31c7"
-BOB = "nginx-token-bob-globex-8f20"
 INITIAL = "/v1/shape?table=todos&offset=-1"
 START_WITHIN = 20.0
 
@@ -252,10 +256,10 @@ def todos_with_soft_delete() -> FakeElectric:
 @contextlib.asynccontextmanager
 async def cli_process(*args: str, ready: str, env: Mapping[str, str]) -> AsyncIterator[str]:
     """``electric-proxy <args>`` until the block ends; yields what it printed up to ``ready``."""
-    proc = await run_cli(*args, env=env)
+    proc = await start_cli(*args, env=env)
     assert proc.stdout is not None
     try:
-        yield await asyncio.wait_for(_wait_for_line(proc.stdout, ready), START_WITHIN)
+        yield await asyncio.wait_for(read_until(proc.stdout, ready), START_WITHIN)
     finally:
         if proc.returncode is None:
             proc.terminate()
@@ -415,18 +419,6 @@ def per_user_rows_app(vary: str | None, asked: list[str]) -> web.Application:
     app = web.Application()
     app.router.add_get("/v1/shape", shape)
     return app
-
-
-@contextlib.asynccontextmanager
-async def serve_app(app: web.Application) -> AsyncIterator[str]:
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    try:
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        yield f"http://127.0.0.1:{runner.addresses[0][1]}"
-    finally:
-        await runner.cleanup()
 
 
 @pytest.mark.parametrize("vary", [None, "Authorization"])

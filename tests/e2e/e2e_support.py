@@ -1,7 +1,7 @@
 """What the end-to-end tests share: prerequisites, real servers, the database model, Node.
 
 The e2e tests run the real ``@electric-sql/client`` (Node and Chromium) against the proxy in
-front of :class:`~electric_proxy.testing.FakeElectric`, all on real loopback sockets, because
+front of :class:`~electric_proxy.standin.FakeElectric`, all on real loopback sockets, because
 Node and Chromium need a port they can reach. The Python side plays the database: it changes
 the upstream's rows at the right moments and knows which rows each user must end up with.
 """
@@ -23,9 +23,10 @@ from aiohttp.typedefs import Handler as AppHandler
 from aiohttp.typedefs import Middleware as AppMiddleware
 from multidict import CIMultiDict, CIMultiDictProxy
 
-from electric_proxy import BearerAuth, Credentials, ShapePolicy, ShapeProxy, StaticToken
+from electric_proxy import Credentials, ShapePolicy, ShapeProxy
 from electric_proxy.chain import Handler, Middleware
-from electric_proxy.testing import TENANT_ROWS, FakeElectric, two_tenant_upstream, unavailable
+from electric_proxy.standin import TENANT_ROWS, FakeElectric, two_tenant_upstream
+from electric_proxy.testing import serve_app, two_users, unavailable
 
 E2E_DIR = Path(__file__).resolve().parent
 ROOT = E2E_DIR.parent.parent
@@ -34,8 +35,6 @@ NODE_MODULES = E2E_DIR / "node_modules"
 CHROMIUM = Path("/usr/bin/chromium")
 
 SECRET = "e2e-upstream-secret-4b9d2f"
-ALICE = "e2e-token-alice-acme-7d3f9a21"
-BOB = "e2e-token-bob-globex-0c5e8b44"
 COLUMNS = ["id", "org_id", "title", "done"]
 
 Row = dict[str, Any]
@@ -137,20 +136,6 @@ class Exchange:
     headers: CIMultiDictProxy[str]
 
 
-@contextlib.asynccontextmanager
-async def serve(app: web.Application) -> AsyncIterator[str]:
-    """Serve ``app`` on 127.0.0.1 (a free port) with handler cancellation; yield its origin."""
-    runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
-    await runner.setup()
-    try:
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        port = runner.addresses[0][1]
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        await runner.cleanup()
-
-
 @dataclass
 class Stack:
     """The fake Electric, the proxy in front of it, and what the proxy answered."""
@@ -198,12 +183,7 @@ def standard_chain(front: Sequence[Middleware] = ()) -> list[Middleware]:
     ``todos`` policy and secret injection: what an application would deploy."""
     return [
         *front,
-        BearerAuth(
-            tokens=[
-                StaticToken(token=ALICE, sub="alice", claims={"org_id": "acme"}),
-                StaticToken(token=BOB, sub="bob", claims={"org_id": "globex"}),
-            ]
-        ),
+        two_users(),
         ShapePolicy(shapes={"todos": {"where": "org_id = :org_id", "columns": COLUMNS}}),
         Credentials(secret=SECRET),
     ]
@@ -238,11 +218,11 @@ async def running_stack(
     db = Database.seeded(electric, [*TENANT_ROWS, *extra_rows])
     exchanges: list[Exchange] = []
     async with contextlib.AsyncExitStack() as stack:
-        upstream_origin = await stack.enter_async_context(serve(electric.app()))
+        upstream_origin = await stack.enter_async_context(serve_app(electric.app()))
         proxy = ShapeProxy(upstream=upstream_origin + "/v1/shape", chain=chain)
         app = web.Application(middlewares=[recording_middleware(exchanges)])
         proxy.setup(app)
-        proxy_origin = await stack.enter_async_context(serve(app))
+        proxy_origin = await stack.enter_async_context(serve_app(app))
         yield Stack(
             db=db,
             upstream_origin=upstream_origin,

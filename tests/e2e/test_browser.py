@@ -18,7 +18,6 @@ from urllib.parse import urlencode
 import pytest
 from aiohttp import web
 from e2e_support import (
-    ALICE,
     ARTIFACTS,
     NODE_MODULES,
     ROOT,
@@ -29,11 +28,11 @@ from e2e_support import (
     node_process,
     require_prerequisites,
     running_stack,
-    serve,
     standard_chain,
 )
 
 from electric_proxy import Cors
+from electric_proxy.testing import ALICE, serve_app
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -130,7 +129,7 @@ async def test_page_on_another_origin_shows_the_users_rows_live() -> None:
     screenshot = ARTIFACTS / "browser-e2e.png"
     screenshot.unlink(missing_ok=True)
     served: list[str] = []
-    async with serve(static_site(served)) as page_origin:
+    async with serve_app(static_site(served)) as page_origin:
         chain = standard_chain(front=[Cors(allow_origins=[page_origin], allow_credentials=True)])
         async with running_stack(chain=chain, extra_rows=EXTRA_ROWS) as stack:
             assert stack.proxy_origin != page_origin
@@ -206,7 +205,7 @@ async def test_page_reports_a_proxy_that_breaks_the_protocol() -> None:
     live: the test above would catch such a proxy."""
     node = require_prerequisites(browser=True)
     served: list[str] = []
-    async with serve(static_site(served)) as page_origin:
+    async with serve_app(static_site(served)) as page_origin:
         chain = standard_chain(
             front=[
                 Cors(allow_origins=[page_origin], allow_credentials=True),

@@ -21,7 +21,6 @@ from e2e_support import (
     node_process,
     recording_middleware,
     require_prerequisites,
-    serve,
 )
 from real_servers import reference_streams_server
 
@@ -34,6 +33,7 @@ from electric_proxy import (
     StreamProxy,
     StreamRule,
 )
+from electric_proxy.testing import serve_app
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -81,7 +81,7 @@ async def streams_proxy(
     )
     app = web.Application(middlewares=[recording_middleware(exchanges)])
     proxy.setup(app)
-    async with serve(app) as origin:
+    async with serve_app(app) as origin:
         yield origin
 
 
@@ -114,7 +114,7 @@ async def test_page_creates_appends_reads_and_deletes_a_stream_cross_origin(
             service_prefix=SERVICE_PREFIX + "/",
             service_secret=SERVICE_SECRET,
         ) as upstream,
-        serve(page_site()) as page_origin,
+        serve_app(page_site()) as page_origin,
         streams_proxy(upstream, page_origin, exchanges) as proxy_origin,
         node_process(node, "fetch_driver.mjs", {"E2E_PAGE_URL": page_origin + "/"}) as browser,
     ):

@@ -16,7 +16,6 @@ from typing import Any
 
 import pytest
 from e2e_support import (
-    ALICE,
     ClientFailed,
     DropResponseHeader,
     NodeProcess,
@@ -27,6 +26,8 @@ from e2e_support import (
     running_stack,
     standard_chain,
 )
+
+from electric_proxy.testing import ALICE
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -7,11 +7,11 @@ from typing import Any
 
 import pytest
 from aiohttp import web
-from conftest import ALICE, auth, send_raw, standard_chain
+from conftest import send_raw, standard_chain
 from pydantic import ValidationError
 
 from electric_proxy import BearerAuth, Cors, Principal, StaticToken
-from electric_proxy.testing.pytest_plugin import RunningUpstream
+from electric_proxy.testing import ALICE, RunningUpstream, auth
 
 
 @pytest.mark.parametrize(

@@ -5,12 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from conftest import ALICE, auth, standard_chain
+from conftest import standard_chain
 from pydantic import ValidationError
 
 from electric_proxy import Cors
 from electric_proxy.protocol import ELECTRIC_EXPOSED_HEADERS
-from electric_proxy.testing.pytest_plugin import RunningUpstream
+from electric_proxy.testing import ALICE, RunningUpstream, auth
 
 APP = "https://app.example"
 

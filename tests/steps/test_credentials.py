@@ -6,10 +6,10 @@ import logging
 from typing import Any
 
 import pytest
-from conftest import ALICE, auth, standard_chain
+from conftest import standard_chain
 
 from electric_proxy import Credentials
-from electric_proxy.testing.pytest_plugin import RunningUpstream
+from electric_proxy.testing import ALICE, RunningUpstream, auth
 
 
 async def test_secret_is_injected_and_client_credentials_dropped(

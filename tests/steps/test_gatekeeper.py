@@ -22,7 +22,7 @@ from yarl import URL
 
 from electric_proxy import Credentials, Forbidden, ShapeProxy
 from electric_proxy.steps.gatekeeper import GatekeeperIssuer, GatekeeperVerifier, Grant, ShapeClaim
-from electric_proxy.testing.pytest_plugin import RunningUpstream
+from electric_proxy.testing import RunningUpstream
 from electric_proxy.where import split_identifiers
 
 GK_SECRET = "gatekeeper-secret-for-tests-0123456789abcdef"

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from conftest import ALICE, auth, standard_chain
+from conftest import standard_chain
 from multidict import CIMultiDict
 
 from electric_proxy import ResponseHeaders, merge_vary
-from electric_proxy.testing.pytest_plugin import RunningUpstream
+from electric_proxy.testing import ALICE, RunningUpstream, auth
 
 
 async def test_private_mode_rewrites_cache_control(

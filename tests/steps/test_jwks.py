@@ -21,7 +21,7 @@ from test_jwt import EC, RSA, RSA_OTHER, bearer, chain, claims, refused, sign
 from electric_proxy import ServiceUnavailable, ShapeProxy
 from electric_proxy.steps.jwks import MAX_KEYS, JwksCache, JwksError, parse_jwks
 from electric_proxy.steps.jwt import JwtAuth
-from electric_proxy.testing.pytest_plugin import RunningUpstream
+from electric_proxy.testing import RunningUpstream, eventually
 
 NEW = RSAKey.generate_key(2048, auto_kid=True)
 
@@ -72,15 +72,6 @@ async def idp(aiohttp_server: Any) -> IdentityProvider:
 
 def jwt_auth(idp: IdentityProvider, **options: Any) -> JwtAuth:
     return JwtAuth(algorithms=["RS256", "ES256"], jwks_url=idp.url, **options)
-
-
-async def eventually(condition: Callable[[], bool], within: float = 5.0) -> None:
-    """Poll: background refreshes signal nothing a test could wait on."""
-    for _ in range(int(within / 0.01)):
-        if condition():
-            return
-        await asyncio.sleep(0.01)
-    raise TimeoutError("condition not reached")
 
 
 async def test_keys_come_from_the_jwks_url_and_are_cached(

@@ -9,7 +9,7 @@ from test_jwks import IdentityProvider, idp, jwt_auth  # noqa: F401  (idp is a f
 from test_jwt import EC, RSA, RSA_OTHER, bearer, chain, claims, public_pem, refused, sign
 
 from electric_proxy import JwtAuth
-from electric_proxy.testing.pytest_plugin import RunningUpstream
+from electric_proxy.testing import RunningUpstream
 
 
 async def test_reject_is_the_default_and_is_counted(

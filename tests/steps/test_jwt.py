@@ -21,7 +21,7 @@ from pydantic import ValidationError
 
 from electric_proxy import PRINCIPAL, Credentials, Principal, ShapePolicy
 from electric_proxy.steps.jwt import ConfiguredAlgorithms, JwtAuth, import_public_key
-from electric_proxy.testing.pytest_plugin import RunningUpstream
+from electric_proxy.testing import RunningUpstream
 
 HS_SECRET = "hs-secret-for-the-tests-0123456789abcdef-0123456789abcdef"
 RSA = RSAKey.generate_key(2048, auto_kid=True)

@@ -6,10 +6,10 @@ import json
 from typing import Any
 
 import pytest
-from conftest import ALICE, BOB, auth, standard_chain
+from conftest import standard_chain
 
 from electric_proxy import BearerAuth, ShapePolicy, StaticToken
-from electric_proxy.testing.pytest_plugin import RunningUpstream
+from electric_proxy.testing import ALICE, BOB, RunningUpstream, auth
 
 
 def rows(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:

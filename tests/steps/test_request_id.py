@@ -7,10 +7,10 @@ from typing import Any
 
 import pytest
 from aiohttp import web
-from conftest import ALICE, auth, standard_chain
+from conftest import standard_chain
 
 from electric_proxy import CLIENT_IP, Handler, RequestId, RequestIdLogFilter
-from electric_proxy.testing.pytest_plugin import RunningUpstream
+from electric_proxy.testing import ALICE, RunningUpstream, auth
 
 
 def recorder(seen: list[str]) -> Any:

@@ -24,7 +24,6 @@ from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp import web
 from real_servers import STREAMS_DIR, VITEST, reference_streams_server, stop_group
 
 from electric_proxy import (
@@ -35,6 +34,7 @@ from electric_proxy import (
     StreamProxy,
     StreamRule,
 )
+from electric_proxy.testing import serve_app
 
 ENTRY = "conformance.test.mjs"
 
@@ -149,15 +149,8 @@ async def proxy_origin(reference_server: str) -> AsyncIterator[str]:
             Credentials(bearer=SERVICE_SECRET),
         ],
     )
-    runner = web.AppRunner(proxy.app(), handler_cancellation=True, access_log=None)
-    await runner.setup()
-    try:
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        port = runner.addresses[0][1]
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        await runner.cleanup()
+    async with serve_app(proxy.app()) as origin:
+        yield origin
 
 
 def compare(direct: SuiteRun, proxied: SuiteRun) -> str | None:

@@ -11,7 +11,7 @@ from org_auth_plugin import OrgHmacAuth, sign_header
 from pydantic import ValidationError
 
 from electric_proxy import Credentials, ShapePolicy, available_steps
-from electric_proxy.testing.pytest_plugin import RunningUpstream
+from electric_proxy.testing import RunningUpstream, shape_messages
 
 K1 = "org-key-one-0123456789abcdef-0123456789"
 K2 = "org-key-two-0123456789abcdef-0123456789"
@@ -25,10 +25,6 @@ def proxy_chain(upstream: RunningUpstream, keys: dict[str, str]) -> list[Any]:
     ]
 
 
-def rows(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [m["value"] for m in messages if "value" in m]
-
-
 async def test_a_signed_header_sees_its_org_only(
     proxy_client: Any, electric_upstream: RunningUpstream
 ) -> None:
@@ -37,7 +33,7 @@ async def test_a_signed_header_sees_its_org_only(
         header = sign_header("k1", K1, "alice", org)
         resp = await client.get("/v1/shape?offset=-1", headers={"X-Org-Auth": header})
         assert resp.status == 200, await resp.text()
-        found = rows(await resp.json())
+        found = shape_messages(await resp.json()).rows
         assert found and {r["org_id"] for r in found} == {org}
         assert electric_upstream.electric.requests[-1].query["params[1]"] == org
 

@@ -6,7 +6,6 @@ provider and no span leaks from one test into another.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Sequence
 from typing import Any
 
@@ -16,21 +15,15 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 
-from electric_proxy import BearerAuth, Credentials, ShapePolicy, StaticToken
-from electric_proxy.testing.pytest_plugin import RunningUpstream
-
-ALICE = "otel-token-alice-acme-0000001"
-
-
-def auth(token: str = ALICE) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
+from electric_proxy import Credentials, ShapePolicy
+from electric_proxy.testing import RunningUpstream, eventually, two_users
 
 
 def shape_chain(upstream: RunningUpstream, **rule: Any) -> list[Any]:
     """Bearer auth, a claim-bound todos policy and secret injection (no tracing step)."""
     todos = {"where": "org_id = :org_id", "columns": ["id", "org_id", "title", "done"], **rule}
     return [
-        BearerAuth(tokens=[StaticToken(token=ALICE, sub="alice", claims={"org_id": "acme"})]),
+        two_users(),
         ShapePolicy(shapes={"todos": todos}),
         Credentials(secret=upstream.secret),
     ]
@@ -61,12 +54,12 @@ class Recorder:
     async def wait(self, kind: SpanKind, count: int = 1, within: float = 5.0) -> list[ReadableSpan]:
         """The finished spans of ``kind`` once there are ``count``: a server span ends only
         after its response's last byte, which can be just after the client has read it."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + within
-        while len(spans := self.finished(kind)) < count:
-            assert loop.time() < deadline, f"{count} {kind.name} span(s) expected, got {spans}"
-            await asyncio.sleep(0.01)
-        return spans
+        await eventually(
+            lambda: len(self.finished(kind)) >= count,
+            within=within,
+            message=lambda: f"{count} {kind.name} span(s) expected, got {self.finished(kind)}",
+        )
+        return self.finished(kind)
 
     async def one(self, kind: SpanKind) -> ReadableSpan:
         spans = await self.wait(kind)

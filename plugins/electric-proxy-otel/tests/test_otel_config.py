@@ -11,10 +11,10 @@ from typing import Any
 
 import pytest
 from electric_proxy_otel import OpenTelemetry
-from otel_kit import auth, shape_chain
+from otel_kit import shape_chain
 
 from electric_proxy import ConfigError, available_steps, parse_config
-from electric_proxy.testing.pytest_plugin import RunningUpstream
+from electric_proxy.testing import ALICE, RunningUpstream, auth
 
 UPSTREAM = {"url": "http://electric:3000/v1/shape"}
 
@@ -72,7 +72,7 @@ async def test_without_an_sdk_the_step_is_inert(
     pass unchanged, and a client's traceparent still does not reach Electric."""
     client = await proxy_client([OpenTelemetry(), *shape_chain(electric_upstream)])
     incoming = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
-    headers = {**auth(), "traceparent": incoming}
+    headers = {**auth(ALICE), "traceparent": incoming}
     resp = await client.get("/v1/shape?table=todos&offset=-1", headers=headers)
     assert resp.status == 200
     received = electric_upstream.electric.requests[-1].headers

@@ -7,16 +7,15 @@ descriptions) for the injected secret, the bearer token, cookies, and the client
 from __future__ import annotations
 
 import asyncio
-import socket
 from typing import Any
 from urllib.parse import quote
 
 from aiohttp import web
 from opentelemetry.trace import SpanKind, StatusCode
-from otel_kit import ALICE, Recorder, auth, dumped, shape_chain
+from otel_kit import Recorder, dumped, shape_chain
 
 from electric_proxy import Credentials, RequestId, ShapeProxy, UpstreamSettings
-from electric_proxy.testing.pytest_plugin import RunningUpstream
+from electric_proxy.testing import ALICE, RunningUpstream, auth, free_port
 
 WRONG_TOKEN = "otel-token-nobody-knows-99999"
 COOKIE = "session-cookie-value-3c9a"
@@ -43,11 +42,11 @@ async def test_no_secret_token_or_filter_reaches_a_span(
         f"table=todos&offset=-1&where={quote('title <> $1')}&params[1]={PARAM}"
         f"&secret={CLIENT_SECRET}"
     )
-    headers = {**auth(), "Cookie": f"session={COOKIE}"}
+    headers = {**auth(ALICE), "Cookie": f"session={COOKIE}"}
     assert (await client.get(f"/v1/shape?{query}", headers=headers)).status == 200
     assert (await client.get(f"/v1/shape?{query}", headers=auth(WRONG_TOKEN))).status == 401
     bad_filter = f"table=todos&offset=-1&where={quote('title = $1) OR (true')}&params[1]={PARAM}"
-    assert (await client.get(f"/v1/shape?{bad_filter}", headers=auth())).status == 400
+    assert (await client.get(f"/v1/shape?{bad_filter}", headers=auth(ALICE))).status == 400
 
     finished = await spans.wait(SpanKind.SERVER, 3)
     upstream_call = await spans.one(SpanKind.CLIENT)
@@ -57,19 +56,12 @@ async def test_no_secret_token_or_filter_reaches_a_span(
     assert_clean(dumped([*finished, upstream_call]), electric_upstream.secret)
 
 
-def unused_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 async def test_upstream_down_is_a_502_and_an_error_on_both_spans(aiohttp_client: Any) -> None:
     spans = Recorder()
-    upstream = f"http://127.0.0.1:{unused_port()}/v1/shape"
+    upstream = f"http://127.0.0.1:{free_port()}/v1/shape"
     proxy = ShapeProxy(upstream=upstream, chain=[spans.step(), Credentials(secret=SECRET)])
     client = await aiohttp_client(proxy.app())
-    resp = await client.get("/v1/shape?offset=-1", headers=auth())
+    resp = await client.get("/v1/shape?offset=-1", headers=auth(ALICE))
     assert resp.status == 502
 
     server = await spans.one(SpanKind.SERVER)

@@ -7,10 +7,10 @@ from typing import Any
 
 from aiohttp import web
 from opentelemetry.trace import SpanKind, StatusCode
-from otel_kit import ALICE, Recorder, auth, dumped, shape_chain, traceparent
+from otel_kit import Recorder, dumped, shape_chain, traceparent
 
 from electric_proxy import Credentials, RequestId, StreamProxy
-from electric_proxy.testing.pytest_plugin import RunningUpstream
+from electric_proxy.testing import ALICE, RunningUpstream, auth
 
 INCOMING_TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 INCOMING_SPAN = "00f067aa0ba902b7"
@@ -22,7 +22,7 @@ async def test_server_span_parents_the_upstream_call(
 ) -> None:
     spans = Recorder()
     client = await proxy_client([spans.step(), *shape_chain(electric_upstream)])
-    resp = await client.get("/v1/shape?table=todos&offset=-1", headers=auth())
+    resp = await client.get("/v1/shape?table=todos&offset=-1", headers=auth(ALICE))
     assert resp.status == 200
     await resp.read()
 
@@ -63,7 +63,7 @@ async def test_an_untrusted_traceparent_is_linked_not_continued(
 ) -> None:
     spans = Recorder()
     client = await proxy_client([spans.step(), *shape_chain(electric_upstream)])
-    resp = await client.get("/v1/shape?table=todos&offset=-1", headers={**auth(), **INCOMING})
+    resp = await client.get("/v1/shape?table=todos&offset=-1", headers={**auth(ALICE), **INCOMING})
     assert resp.status == 200
 
     server = await spans.one(SpanKind.SERVER)
@@ -86,7 +86,7 @@ async def test_a_trusted_traceparent_is_continued(
     spans = Recorder()
     step = spans.step(trust_incoming_context=True)
     client = await proxy_client([step, *shape_chain(electric_upstream)])
-    resp = await client.get("/v1/shape?table=todos&offset=-1", headers={**auth(), **INCOMING})
+    resp = await client.get("/v1/shape?table=todos&offset=-1", headers={**auth(ALICE), **INCOMING})
     assert resp.status == 200
 
     server = await spans.one(SpanKind.SERVER)
@@ -107,7 +107,7 @@ async def test_a_trusted_but_malformed_traceparent_starts_a_new_trace(
     spans = Recorder()
     step = spans.step(trust_incoming_context=True)
     client = await proxy_client([step, *shape_chain(electric_upstream)])
-    headers = {**auth(), "traceparent": "00-zz-not-a-trace-01"}
+    headers = {**auth(ALICE), "traceparent": "00-zz-not-a-trace-01"}
     assert (await client.get("/v1/shape?table=todos&offset=-1", headers=headers)).status == 200
     server = await spans.one(SpanKind.SERVER)
     assert server.parent is None
@@ -135,7 +135,7 @@ async def test_the_principal_is_not_recorded_by_default(
 ) -> None:
     spans = Recorder()
     client = await proxy_client([spans.step(), *shape_chain(electric_upstream)])
-    assert (await client.get("/v1/shape?table=todos&offset=-1", headers=auth())).status == 200
+    assert (await client.get("/v1/shape?table=todos&offset=-1", headers=auth(ALICE))).status == 200
     server = await spans.one(SpanKind.SERVER)
     assert server.attributes is not None
     assert "enduser.id" not in server.attributes
@@ -148,7 +148,7 @@ async def test_refused_requests_have_no_upstream_span(
     spans = Recorder()
     client = await proxy_client([spans.step(), *shape_chain(electric_upstream)])
     assert (await client.get("/v1/shape?table=todos&offset=-1")).status == 401
-    forbidden = await client.get("/v1/shape?table=secrets&offset=-1", headers=auth())
+    forbidden = await client.get("/v1/shape?table=secrets&offset=-1", headers=auth(ALICE))
     assert forbidden.status == 403
 
     unauthorized, refused = await spans.wait(SpanKind.SERVER, 2)
@@ -168,7 +168,7 @@ async def test_client_span_marks_an_electric_4xx(
     spans = Recorder()
     client = await proxy_client([spans.step(), *shape_chain(electric_upstream)])
     resp = await client.get(
-        "/v1/shape?table=todos&offset=0_0&handle=no-such-handle", headers=auth()
+        "/v1/shape?table=todos&offset=0_0&handle=no-such-handle", headers=auth(ALICE)
     )
     assert resp.status == 409
     upstream_call = await spans.one(SpanKind.CLIENT)

@@ -10,10 +10,10 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 from opentelemetry.trace import SpanKind, StatusCode
-from otel_kit import Recorder, auth, shape_chain
+from otel_kit import Recorder, shape_chain
 
 from electric_proxy import Handler, ShapeProxy
-from electric_proxy.testing.pytest_plugin import RunningUpstream
+from electric_proxy.testing import ALICE, RunningUpstream, auth
 
 CANCELLED = "asyncio.exceptions.CancelledError"
 
@@ -22,7 +22,7 @@ async def caught_up(client: TestClient[Any, Any]) -> dict[str, str]:
     """Sync the todos shape to its end; the query for the next live request."""
     params = {"table": "todos", "offset": "-1"}
     while True:
-        resp = await client.get("/v1/shape", params=params, headers=auth())
+        resp = await client.get("/v1/shape", params=params, headers=auth(ALICE))
         assert resp.status == 200
         await resp.read()
         params = {
@@ -49,7 +49,7 @@ async def test_a_long_poll_span_covers_the_hold_and_ends_after_the_answer(
 ) -> None:
     spans, client, live = await traced_client(proxy_client, electric_upstream)
     electric = electric_upstream.electric
-    request = asyncio.ensure_future(client.get("/v1/shape", params=live, headers=auth()))
+    request = asyncio.ensure_future(client.get("/v1/shape", params=live, headers=auth(ALICE)))
     await electric.wait_until(lambda: electric.held == 1)
     await asyncio.sleep(0.3)
     assert spans.finished() == []
@@ -78,7 +78,7 @@ async def test_an_sse_span_ends_when_the_streamed_body_does(
     """Electric answers SSE headers at once and streams for ``sse_timeout`` (2 s here): the
     chain has long returned and the CLIENT span has ended while the body still flows."""
     spans, client, live = await traced_client(proxy_client, electric_upstream)
-    resp = await client.get("/v1/shape", params={**live, "live_sse": "true"}, headers=auth())
+    resp = await client.get("/v1/shape", params={**live, "live_sse": "true"}, headers=auth(ALICE))
     assert resp.status == 200
     upstream_call = await spans.one(SpanKind.CLIENT)
     electric_upstream.electric.insert(
@@ -102,7 +102,7 @@ async def test_a_client_leaving_a_long_poll_still_ends_both_spans(
 ) -> None:
     spans, client, live = await traced_client(proxy_client, electric_upstream)
     electric = electric_upstream.electric
-    request = asyncio.ensure_future(client.get("/v1/shape", params=live, headers=auth()))
+    request = asyncio.ensure_future(client.get("/v1/shape", params=live, headers=auth(ALICE)))
     await electric.wait_until(lambda: electric.held == 1)
     request.cancel()
 
@@ -123,7 +123,7 @@ async def test_a_client_leaving_mid_body_ends_the_span_as_an_error(
     proxy_client: Any, electric_upstream: RunningUpstream
 ) -> None:
     spans, client, live = await traced_client(proxy_client, electric_upstream)
-    resp = await client.get("/v1/shape", params={**live, "live_sse": "true"}, headers=auth())
+    resp = await client.get("/v1/shape", params={**live, "live_sse": "true"}, headers=auth(ALICE))
     assert resp.status == 200
     electric_upstream.electric.insert(
         "todos", {"id": 12, "org_id": "acme", "title": "half", "done": False}
@@ -188,7 +188,7 @@ async def test_coalesced_long_polls_share_one_upstream_span(
     electric = electric_upstream.electric
     requests = [
         asyncio.ensure_future(
-            client.get("/v1/shape", params=live, headers={**auth(), "traceparent": parent})
+            client.get("/v1/shape", params=live, headers={**auth(ALICE), "traceparent": parent})
         )
         for parent in (
             "00-11111111111111111111111111111111-1111111111111111-01",

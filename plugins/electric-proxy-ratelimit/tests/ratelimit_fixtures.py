@@ -15,19 +15,16 @@ from typing import Any
 
 import pytest
 from electric_proxy_ratelimit import RateLimit
-from ratelimit_support import RedisServer, free_port, require_redis_server, unique_prefix
+from ratelimit_support import RedisServer, require_redis_server, unique_prefix
 
-from electric_proxy.testing import two_tenant_upstream
-from electric_proxy.testing.pytest_plugin import UPSTREAM_SECRET, RunningUpstream
+from electric_proxy.testing import RunningUpstream, free_port, start_electric
 
 
 @pytest.fixture(name="electric_upstream")
 async def fixture_electric_upstream(aiohttp_server: Any) -> RunningUpstream:
     """Overrides electric-proxy's fixture (which ``proxy_client`` uses): live requests are
     held for 10 s, so a test decides when they end (a change, or the client leaving)."""
-    electric = two_tenant_upstream(UPSTREAM_SECRET, long_poll_timeout=10.0, sse_timeout=10.0)
-    server = await aiohttp_server(electric.app(), access_log=None)
-    return RunningUpstream(electric=electric, server=server, secret=UPSTREAM_SECRET)
+    return await start_electric(aiohttp_server, long_poll_timeout=10.0, sse_timeout=10.0)
 
 
 @pytest.fixture(name="redis_server", scope="session")

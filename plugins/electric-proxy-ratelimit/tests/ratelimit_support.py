@@ -16,32 +16,16 @@ from typing import Any
 import pytest
 from aiohttp import ClientResponse
 
-from electric_proxy import BearerAuth, Credentials, Middleware, ShapePolicy, StaticToken
-from electric_proxy.testing import unavailable
-from electric_proxy.testing.pytest_plugin import RunningUpstream
+from electric_proxy import Credentials, Middleware, ShapePolicy
+from electric_proxy.testing import RunningUpstream, auth, two_users, unavailable
 
-ALICE = "rl-token-alice-acme-00000001"
-BOB = "rl-token-bob-globex-00000002"
 SHAPE = "/v1/shape"
-
-
-def auth(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
-
-
-def bearer() -> BearerAuth:
-    return BearerAuth(
-        tokens=[
-            StaticToken(token=ALICE, sub="alice", claims={"org_id": "acme"}),
-            StaticToken(token=BOB, sub="bob", claims={"org_id": "globex"}),
-        ]
-    )
 
 
 def chain(upstream: RunningUpstream, limiter: Middleware) -> list[Middleware]:
     """Bearer auth, then the limiter, then the claim-bound policy and the credentials."""
     return [
-        bearer(),
+        two_users(),
         limiter,
         ShapePolicy(shapes={"todos": {"where": "org_id = :org_id"}}),
         Credentials(secret=upstream.secret),
@@ -141,13 +125,6 @@ def require_redis_server() -> str:
         )
         unavailable(message)
     return found
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def _answers_ping(port: int) -> bool:

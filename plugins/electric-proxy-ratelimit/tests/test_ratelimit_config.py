@@ -8,19 +8,16 @@ tests fail rather than skip, so a lost entry point cannot go unnoticed.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import tomllib
 from pathlib import Path
 from typing import Any
 
 import pytest
 from electric_proxy_ratelimit import RateLimit
-from ratelimit_support import ALICE, BOB, SHAPE, auth
+from ratelimit_support import SHAPE
 
 from electric_proxy import ConfigError, available_steps, load_config, parse_config
-from electric_proxy.testing.pytest_plugin import RunningUpstream
+from electric_proxy.testing import ALICE, BOB, RunningUpstream, auth, run_cli
 
 PLUGIN_DIR = Path(__file__).parent.parent
 PROJECT = tomllib.loads((PLUGIN_DIR / "pyproject.toml").read_text())["project"]
@@ -127,18 +124,10 @@ def test_check_config_shows_it_masked(electric_upstream: RunningUpstream, tmp_pa
     limiter = 'backend = "redis"\nredis_url = { "$env" = "RATELIMIT_REDIS_URL" }'
     path = write_config(tmp_path, electric_upstream.url, limiter)
     env = {
-        **os.environ,
         "ELECTRIC_SECRET": electric_upstream.secret,
         "RATELIMIT_REDIS_URL": f"rediss://:{PASSWORD}@redis.internal:6380/0",
     }
-    result = subprocess.run(
-        [sys.executable, "-m", "electric_proxy.cli", "check-config", str(path), "--show"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=env,
-        check=False,
-    )
+    result = run_cli("check-config", str(path), "--show", env=env)
     assert result.returncode == 0, result.stderr
     assert f"chain: bearer, {STEP}, policy, credentials" in result.stdout
     assert PASSWORD not in result.stdout + result.stderr

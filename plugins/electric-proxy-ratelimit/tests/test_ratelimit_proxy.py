@@ -17,20 +17,10 @@ from ratelimit_fixtures import (  # noqa: F401 (fixtures)
     fixture_limiter,
     fixture_redis_server,
 )
-from ratelimit_support import (
-    ALICE,
-    BOB,
-    SHAPE,
-    add_todo,
-    auth,
-    bearer,
-    chain,
-    finish,
-    live_shape,
-)
+from ratelimit_support import SHAPE, add_todo, chain, finish, live_shape
 
 from electric_proxy import Credentials, RequestId, ShapePolicy, ShapeProxy, StreamProxy
-from electric_proxy.testing.pytest_plugin import RunningUpstream
+from electric_proxy.testing import ALICE, BOB, RunningUpstream, auth, two_users
 
 Limiter = Callable[..., RateLimit]
 CATCH_UP = {"offset": "-1"}
@@ -121,7 +111,7 @@ async def test_without_a_principal_the_client_address_is_the_key(
         [
             RequestId(trusted_proxies=["127.0.0.0/8"]),
             limiter(rate=0.1, burst=2),
-            bearer(),
+            two_users(),
             ShapePolicy(shapes={"todos": {"where": "org_id = :org_id"}}),
             Credentials(secret=electric_upstream.secret),
         ]
@@ -245,7 +235,7 @@ async def test_preflights_are_not_counted(
     client = await proxy_client(
         [
             limiter(rate=0.1, burst=1),
-            bearer(),
+            two_users(),
             ShapePolicy(shapes={"todos": {"where": "org_id = :org_id"}}),
             Credentials(secret=electric_upstream.secret),
         ]
@@ -272,7 +262,7 @@ async def test_on_a_streams_endpoint_the_route_is_the_endpoint(
     upstream.router.add_get("/{tail:.*}", durable_streams)
     server = await aiohttp_server(upstream)
     step = limiter(rate=0.1, burst=10, routes={"/v1/stream": {"burst": 2, "max_live": 1}})
-    proxy = StreamProxy(upstream=str(server.make_url("/streams")), chain=[bearer(), step])
+    proxy = StreamProxy(upstream=str(server.make_url("/streams")), chain=[two_users(), step])
     client = await aiohttp_client(proxy.app())
 
     async def read(path: str, **query: str) -> int:

@@ -18,7 +18,7 @@ from aiohttp import ClientResponse
 from aiohttp.test_utils import TestClient
 from pytest_aiohttp import AiohttpClient
 
-from electric_proxy.testing.upstream import Column, FakeElectric
+from electric_proxy.standin import Column, FakeElectric
 
 Client = TestClient[Any, Any]
 Messages = list[dict[str, Any]]
