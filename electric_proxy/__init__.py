@@ -1,7 +1,6 @@
 """electric-proxy: a secure, streaming, pluggable aiohttp proxy in front of ElectricSQL."""
 
 from .access_log import AccessLogger, JsonAccessLogger
-from .app import EndpointObserver, ShapeProxy
 from .caching import make_private, merge_vary
 from .chain import (
     Handler,
@@ -14,6 +13,7 @@ from .chain import (
     client_query,
 )
 from .config import ConfigError, ProxyConfig, StreamsConfig, load_config, parse_config
+from .endpoint import EndpointObserver
 from .errors import (
     BadRequest,
     DuplicateParameter,
@@ -51,12 +51,13 @@ from .logs import RequestIdLogFilter, current_request_id
 from .metrics import METRICS, Metrics, MetricsSettings
 from .protocol import live_kind
 from .registry import ENTRY_POINT_GROUP, available_steps, build_step
+from .shapes import ShapeProxy
 from .steps.auth import Authenticator, bearer_token
 from .steps.bearer import BearerAuth, StaticToken
+from .steps.cache_headers import ResponseHeaders
 from .steps.cors import Cors
 from .steps.credentials import Credentials
 from .steps.gatekeeper import GatekeeperIssuer, GatekeeperVerifier, Grant, ShapeClaim
-from .steps.headers import ResponseHeaders
 from .steps.jwks import JwksCache
 from .steps.jwt import JwtAuth
 from .steps.policy import ShapePolicy, ShapeRule

@@ -47,7 +47,7 @@ from .runtime import EventLoopChoice, uvloop_available
 if TYPE_CHECKING:
     from aiohttp import web
 
-    from .app import ShapeProxy
+    from .shapes import ShapeProxy
     from .streams import StreamProxy
 
 M = TypeVar("M", bound=BaseModel)

@@ -34,8 +34,8 @@ import aiohttp
 from aiohttp import hdrs, web
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from .app import Endpoint
 from .chain import Step
+from .endpoint import Endpoint
 from .labels import step_labels
 
 __all__ = [

@@ -35,8 +35,8 @@ import aiohttp
 from aiohttp import hdrs, web
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from .app import Endpoint
 from .chain import Handler, Middleware, Step
+from .endpoint import Endpoint
 from .errors import ElectricProxyError, Refusal
 from .health import PROBE
 from .keys import REFUSAL

@@ -34,13 +34,14 @@ from types import FrameType
 
 from aiohttp import web
 
-from .app import Endpoint, EndpointObserver, ShapeProxy
 from .caching import CacheMode
 from .config import ConfigError, ProxyConfig, StreamsConfig
+from .endpoint import Endpoint, EndpointObserver
 from .health import Health
 from .http_server import own_application
 from .metrics import Metrics
 from .runtime import run_server
+from .shapes import ShapeProxy
 from .streams import StreamProxy
 
 __all__ = [

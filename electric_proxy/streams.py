@@ -25,9 +25,9 @@ from aiohttp import hdrs, web
 from multidict import MultiDict
 from yarl import URL
 
-from .app import Endpoint, EndpointObserver, forwarded_headers
 from .caching import CacheMode
 from .chain import Middleware, UpstreamRequest
+from .endpoint import Endpoint, EndpointObserver, forwarded_headers
 from .errors import BadRequest, NotFound
 from .forward import Forwarder, UpstreamSettings
 from .keys import FORK_SOURCE, STREAM_PATH

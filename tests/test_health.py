@@ -12,7 +12,8 @@ from joserfc.jwk import RSAKey
 from yarl import URL
 
 from electric_proxy import Health, JwtAuth, ShapeProxy, Step, StreamProxy, UpstreamSettings
-from electric_proxy.app import Endpoint, electric_health_url
+from electric_proxy.endpoint import Endpoint
+from electric_proxy.shapes import electric_health_url
 from electric_proxy.testing import RunningUpstream
 
 RSA = RSAKey.generate_key(2048, auto_kid=True)

@@ -137,7 +137,7 @@ def test_config_is_data_only() -> None:
     graph = import_graph()
     assembly = {"electric_proxy.server", "electric_proxy.cli"}
     assert graph_reach(graph, "electric_proxy.config") & assembly == set()
-    endpoints = {"electric_proxy.app", "electric_proxy.streams", "electric_proxy.http_server"}
+    endpoints = {"electric_proxy.endpoint", "electric_proxy.streams", "electric_proxy.http_server"}
     assert graph["electric_proxy.config"] & endpoints == set()
 
 

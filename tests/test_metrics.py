@@ -29,7 +29,7 @@ from electric_proxy import (
     StreamProxy,
     parse_config,
 )
-from electric_proxy.app import Endpoint
+from electric_proxy.endpoint import Endpoint
 from electric_proxy.metrics import METRICS
 from electric_proxy.testing import ALICE, BOB, RunningUpstream, auth, eventually
 

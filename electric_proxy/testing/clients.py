@@ -16,11 +16,11 @@ from typing import TYPE_CHECKING, Any
 from aiohttp.test_utils import TestClient, TestServer
 from aiohttp.web_runner import BaseRunner
 
-from ..app import ShapeProxy
 from ..chain import Middleware
 from ..config import parse_config
 from ..forward import UpstreamSettings
 from ..http_server import ProxyRunner
+from ..shapes import ShapeProxy
 from ..steps.credentials import Credentials
 from ..streams import StreamProxy
 from .upstreams import RunningStreams, RunningUpstream

@@ -1,10 +1,10 @@
-"""Mount a proxied shape endpoint: its exact route, its chain and its upstream pool.
+"""The endpoint skeleton every proxied route shares, top to bottom.
 
-Two ways in, both a few lines for the user::
-
-    proxy = ShapeProxy(upstream="http://electric:3000/v1/shape", chain=[...])
-    proxy.setup(app)                        # a route on the user's own app
-    app.add_subapp("/electric", proxy.app())  # or a sub-app under a prefix
+A request is checked (exact path, method), parsed once into the complete upstream request,
+run through the chain around the forwarder, and marked for caches; subclasses say only what
+differs: their routes, how they parse a target, how to probe their upstream, and what to
+rewrite on the way back. :mod:`electric_proxy.shapes` and :mod:`electric_proxy.streams` are
+the two endpoints.
 """
 
 from __future__ import annotations
@@ -18,17 +18,16 @@ from multidict import CIMultiDict
 from yarl import URL
 
 from .caching import CacheMode, CacheScope
-from .chain import Handler, Middleware, Route, Step, UpstreamRequest, compose, pass_through_params
-from .errors import MethodNotAllowed, NotFound, ProxyError
-from .forward import Forwarder, UpstreamSettings
+from .chain import Handler, Middleware, Route, Step, UpstreamRequest, compose
+from .errors import MethodNotAllowed, ProxyError
+from .forward import Forwarder
 from .http_server import own_application
 from .inflight import InFlight
 from .keys import PRINCIPAL, ROUTE, UPSTREAM
 from .logs import bind_request_id
-from .protocol import ELECTRIC_EXPOSED_HEADERS, FORWARDED_REQUEST_HEADERS, SHAPE_METHODS
-from .upstream_errors import UpstreamErrorCleaner, error_body, passes_must_refetch
+from .upstream_errors import UpstreamErrorCleaner, error_body
 
-__all__ = ["Endpoint", "EndpointObserver", "ShapeProxy", "forwarded_headers"]
+__all__ = ["Endpoint", "EndpointObserver", "forwarded_headers"]
 
 
 class EndpointObserver(Protocol):
@@ -194,76 +193,3 @@ class Endpoint(abc.ABC):
 
 def forwarded_headers(request: web.Request, allowed: frozenset[str]) -> CIMultiDict[str]:
     return CIMultiDict((k, v) for k, v in request.headers.items() if k.lower() in allowed)
-
-
-#: What Electric sends with a 409 when the client must start again from a new handle.
-MUST_REFETCH = b'[{"headers":{"control":"must-refetch"}}]'
-
-
-def electric_health_url(shape_url: URL) -> URL:
-    """Electric's health route for a shape URL: ``.../v1/shape`` becomes ``.../v1/health``."""
-    path = shape_url.path
-    if path.endswith("/shape"):
-        return shape_url.with_path(path.removesuffix("shape") + "health")
-    return shape_url.with_path("/v1/health")
-
-
-class ShapeProxy(Endpoint):
-    """One shape endpoint in front of one Electric.
-
-    The chain runs in the given order for every request on ``path``; nothing else in the
-    host application is affected. ``coalesce_live`` shares one upstream request among
-    identical waiting long-polls (see :mod:`electric_proxy.coalesce`); ``cache`` is how
-    responses are marked for shared caches (see :mod:`electric_proxy.caching`).
-    """
-
-    methods = SHAPE_METHODS
-    request_headers = FORWARDED_REQUEST_HEADERS | {"content-type"}
-    exposed_headers = ELECTRIC_EXPOSED_HEADERS
-
-    def __init__(
-        self,
-        *,
-        upstream: str | UpstreamSettings,
-        chain: Sequence[Middleware] = (),
-        path: str = "/v1/shape",
-        coalesce_live: bool = True,
-        cache: CacheMode = "vary",
-        observers: Sequence[EndpointObserver] = (),
-    ) -> None:
-        settings = UpstreamSettings.of(upstream, bare_origin_path="/v1/shape")
-        forwarder = Forwarder(settings, coalesce_live=coalesce_live)
-        super().__init__(
-            forwarder=forwarder, chain=chain, path=path, cache=cache, observers=observers
-        )
-
-    def add_routes(self, router: web.UrlDispatcher) -> None:
-        router.add_route("*", self.path, self.route)
-
-    def check_path(self, request: web.Request) -> None:
-        # The router matches the *decoded* path, so /v1/%73hape would arrive here too.
-        # Only the exact bytes of the configured route are served.
-        raw_path = request.raw_path.partition("?")[0]
-        resource = request.match_info.route.resource
-        if resource is None or raw_path != resource.canonical:
-            raise NotFound("no such endpoint")
-
-    def build(self, request: web.Request) -> UpstreamRequest:
-        return UpstreamRequest(
-            method=request.method,
-            query=pass_through_params(request),
-            headers=forwarded_headers(request, FORWARDED_REQUEST_HEADERS),
-        )
-
-    def upstream_probe(self) -> tuple[str, URL]:
-        return hdrs.METH_GET, electric_health_url(self.forwarder.url)
-
-    def upstream_problem(self, status: int) -> str | None:
-        # Electric says 202 while it starts or waits for its replication lock.
-        return None if status == 200 else f"Electric's health check answered {status}"
-
-    def passes_error(self, response: web.StreamResponse, body: bytes) -> bytes | None:
-        # The client needs a 409 to start again; only Electric's control messages pass.
-        if response.status != 409:
-            return None
-        return body if passes_must_refetch(body) else MUST_REFETCH
