@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -43,6 +44,8 @@ SERVICE_SECRET = "svc-secret-conformance-0123456789"
 SERVICE_PREFIX = "/v1/stream/svc-test"
 LONG_POLL_TIMEOUT_MS = 3000
 SUITE_TIMEOUT_S = 130.0  # one run takes about 30 s
+#: More differing tests than this is a real difference, not timing: no second chance.
+RERUN_AT_MOST = 20
 
 
 @dataclass
@@ -56,6 +59,13 @@ class SuiteRun:
     @property
     def all(self) -> set[str]:
         return self.passed | self.failed | self.skipped
+
+    def with_second_chance(self, again: SuiteRun) -> SuiteRun:
+        """This run, counting as passed what passed when run again."""
+        passed = self.passed | (again.passed & self.all)
+        return SuiteRun(
+            self.label, passed, self.failed - passed, self.skipped - passed, self.seconds
+        )
 
     def summary(self) -> str:
         return (
@@ -75,10 +85,22 @@ def parse_report(label: str, report: dict[str, Any]) -> SuiteRun:
     return run
 
 
+def name_pattern(names: set[str]) -> str:
+    """A vitest ``-t`` pattern for exactly these tests: vitest matches the full name, its
+    describe blocks and title joined by spaces (a JavaScript RegExp)."""
+    escaped = (re.sub(r"([\\^$.|?*+()\[\]{}/-])", r"\\\1", n.replace(" > ", " ")) for n in names)
+    return "^(?:" + "|".join(sorted(escaped)) + ")$"
+
+
 async def run_suite(
-    label: str, base_url: str, out: Path, token: str | None = None
+    label: str,
+    base_url: str,
+    out: Path,
+    token: str | None = None,
+    only: set[str] | None = None,
 ) -> tuple[SuiteRun, str]:
-    """One vitest run of the whole suite against base_url; returns the run and vitest's output."""
+    """One vitest run of the suite (``only`` these tests, when given) against base_url;
+    returns the run and vitest's output."""
     env = {
         **os.environ,
         "CONFORMANCE_BASE_URL": base_url,
@@ -88,12 +110,14 @@ async def run_suite(
     env.pop("CONFORMANCE_TOKEN", None)
     if token is not None:
         env["CONFORMANCE_TOKEN"] = token
-    report = out / f"{label}.json"
+    report = out / f"{label}{'-again' if only else ''}.json"
+    selection = ["-t", name_pattern(only)] if only else []
     started = time.monotonic()
     proc = await asyncio.create_subprocess_exec(
         str(VITEST),
         "run",
         ENTRY,
+        *selection,
         "--reporter=json",
         f"--outputFile={report}",
         cwd=STREAMS_DIR,
@@ -186,6 +210,20 @@ async def test_conformance_direct_and_through_proxy(
     proxied, _ = await run_suite("proxy", proxy_origin, tmp_path, token=TOKEN)
     print(proxied.summary())
 
+    # On a loaded machine a few timing-sensitive tests can fail on either side. The tests whose
+    # outcome differs run once more on both sides; one pass in two attempts counts as a pass,
+    # and the comparison stays as strict: the same set of passing tests.
+    differing = direct.passed ^ proxied.passed
+    if differing and len(differing) <= RERUN_AT_MOST:
+        print(f"running {len(differing)} differing tests again on both sides")
+        again_direct, _ = await run_suite("direct", reference_server, tmp_path, only=differing)
+        again_proxied, _ = await run_suite(
+            "proxy", proxy_origin, tmp_path, token=TOKEN, only=differing
+        )
+        direct = direct.with_second_chance(again_direct)
+        proxied = proxied.with_second_chance(again_proxied)
+        print(direct.summary(), proxied.summary(), sep="\n")
+
     difference = compare(direct, proxied)
     assert difference is None, difference
     assert len(direct.all) > 300, direct.summary()  # the whole suite ran, not a fragment
@@ -225,3 +263,16 @@ def test_compare_and_parse() -> None:
     assert "passed directly, not through the proxy (1):\n  A > B > one" in difference
     assert "passed through the proxy, not directly (1):\n  A > two" in difference
     assert "ran in only one of the two runs (1):\n  S > todo" in difference
+
+
+def test_a_second_chance_and_the_name_pattern() -> None:
+    """Checked by hand against vitest: `-t` with this pattern ran exactly the five named
+    tests (3 passed, 2 failed, the other 333 reported skipped)."""
+    first = SuiteRun("direct", {"A > one"}, {"A > two", "B > three"}, {"S > four"})
+    again = SuiteRun("direct", {"A > two", "Z > new"}, {"B > three"}, {"A > one"})
+    merged = first.with_second_chance(again)
+    assert merged.passed == {"A > one", "A > two"}  # never a test the first run did not have
+    assert merged.failed == {"B > three"}
+    assert merged.skipped == {"S > four"}
+    pattern = name_pattern({"Caching and ETag > should allow If-None-Match (304)", "A > b.c"})
+    assert pattern == r"^(?:A b\.c|Caching and ETag should allow If\-None\-Match \(304\))$"
