@@ -27,12 +27,11 @@ from multidict import CIMultiDict
 
 from .keys import SAME_FOR_EVERYONE
 
-__all__ = [ "CacheMode", "CacheScope", "make_private", "merge_vary"]
+__all__ = ["CacheMode", "CacheScope", "make_private", "merge_vary"]
 
 CacheMode = Literal["vary", "private"]
 
 _ACCEPT_ENCODING = "Accept-Encoding"
-
 
 
 def merge_vary(headers: CIMultiDict[str], *names: str) -> None:

@@ -166,9 +166,7 @@ def _fields(errors: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
             yield name, value
 
 
-def _payload(
-    body: bytes, secret: list[str], decided: set[str], status: int
-) -> dict[str, Any]:
+def _payload(body: bytes, secret: list[str], decided: set[str], status: int) -> dict[str, Any]:
     try:
         parsed = json.loads(body) if body else None
     except (ValueError, RecursionError):
@@ -218,4 +216,3 @@ def passes_must_refetch(body: bytes) -> bool:
             for m in messages
         )
     )
-

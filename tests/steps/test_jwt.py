@@ -395,6 +395,7 @@ def test_public_keys_accept_pem_and_jwk() -> None:
 
 async def test_a_header_nested_thousands_deep_is_a_401_not_a_crash(rs_client: Any) -> None:
     """joserfc refuses headers over 512 bytes before parsing them: JSON nesting cannot crash."""
+
     def part(raw: bytes) -> str:
         return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
 
