@@ -31,16 +31,22 @@ from .bodies import complete_body
 from .chain import UpstreamRequest
 from .coalesce import Coalescer
 from .errors import UpstreamTimeout, UpstreamUnavailable
-from .keys import UPSTREAM, UPSTREAM_STATUS
-from .protocol import HOP_BY_HOP_HEADERS, live_kind
+from .keys import REQUEST_ID, UPSTREAM, UPSTREAM_STATUS
+from .protocol import ANSWER_NEUTRAL_HEADERS, HOP_BY_HOP_HEADERS, live_kind
 from .upstream_errors import ERROR_BODY_LIMIT
 
-__all__ = [ "Forwarder", "UpstreamResponse", "UpstreamSettings", "reply_for"]
+__all__ = [
+    "AnswerKey",
+    "Forwarder",
+    "UpstreamResponse",
+    "UpstreamSettings",
+    "answer_key",
+    "reply_for",
+]
 
 log = logging.getLogger("electric_proxy.forward")
 
 USER_AGENT = "electric-proxy"
-
 
 
 class UpstreamSettings(BaseModel):
@@ -213,6 +219,18 @@ def _is_long_poll(built: UpstreamRequest) -> bool:
     )
 
 
+AnswerKey = tuple[str, str, tuple[tuple[str, str], ...]]
+
+
+def answer_key(
+    built: UpstreamRequest, url: URL, ignored: frozenset[str] = ANSWER_NEUTRAL_HEADERS
+) -> AnswerKey:
+    """What Electric's answer to ``built`` depends on: method, full URL (shape, claim-bound
+    params, credentials) and every forwarded header but the ``ignored`` ones (lower case)."""
+    headers = sorted((k.lower(), v) for k, v in built.headers.items() if k.lower() not in ignored)
+    return built.method, str(url), tuple(headers)
+
+
 #: Characters a path segment keeps unencoded (RFC 3986 pchar less '%'): everything else,
 #: '/', '?', '#' and '%' included, is percent-encoded, so one decided segment stays one.
 _SEGMENT_SAFE = "!$&'()*+,;=:@-._~"
@@ -307,8 +325,9 @@ class Forwarder:
         fetch: Callable[[], Awaitable[aiohttp.ClientResponse]],
     ) -> web.StreamResponse:
         if self.coalescer is not None and _is_long_poll(built):
-            key = (built.method, str(url), tuple(sorted(built.headers.items())))
-            head, reply, leave = await self.coalescer.join(key, fetch)
+            key = answer_key(built, url)
+            request_id = request.get(REQUEST_ID, "-")
+            head, reply, leave = await self.coalescer.join(key, fetch, request_id)
             if reply.complete and reply.error is None:
                 leave()
                 return _whole(*head, reply.body())
