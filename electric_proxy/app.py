@@ -26,6 +26,7 @@ from .inflight import InFlight
 from .keys import PRINCIPAL, ROUTE, UPSTREAM
 from .logs import bind_request_id
 from .protocol import ELECTRIC_EXPOSED_HEADERS, FORWARDED_REQUEST_HEADERS, SHAPE_METHODS
+from .shape_cache import DEFAULT_SHAPE_CACHE_BYTES, ShapeCache
 from .upstream_errors import UpstreamErrorCleaner, error_body, passes_must_refetch
 
 __all__ = ["Endpoint", "ShapeProxy", "forwarded_headers"]
@@ -199,7 +200,9 @@ class ShapeProxy(Endpoint):
     The chain runs in the given order for every request on ``path``; nothing else in the
     host application is affected. ``coalesce_live`` shares one upstream request among
     identical waiting long-polls (see :mod:`electric_proxy.coalesce`); ``cache`` is how
-    responses are marked for shared caches (see :mod:`electric_proxy.caching`).
+    responses are marked for shared caches (see :mod:`electric_proxy.caching`);
+    ``shape_cache_bytes`` bounds the cache of Electric's answers shared by users whose built
+    upstream requests are identical (see :mod:`electric_proxy.shape_cache`; 0 turns it off).
     """
 
     methods = SHAPE_METHODS
@@ -214,13 +217,17 @@ class ShapeProxy(Endpoint):
         path: str = "/v1/shape",
         coalesce_live: bool = True,
         cache: CacheMode = "vary",
+        shape_cache_bytes: int = DEFAULT_SHAPE_CACHE_BYTES,
     ) -> None:
+        if shape_cache_bytes < 0:
+            raise ValueError("shape_cache_bytes must be 0 (off) or more")
         settings = (
             upstream if isinstance(upstream, UpstreamSettings) else UpstreamSettings(url=upstream)
         )
         if URL(settings.url).path in ("", "/"):
             settings = settings.model_copy(update={"url": settings.url.rstrip("/") + "/v1/shape"})
-        forwarder = Forwarder(settings, coalesce_live=coalesce_live)
+        shape_cache = ShapeCache(shape_cache_bytes) if shape_cache_bytes else None
+        forwarder = Forwarder(settings, coalesce_live=coalesce_live, shape_cache=shape_cache)
         super().__init__(forwarder=forwarder, chain=chain, path=path, cache=cache)
 
     def add_routes(self, router: web.UrlDispatcher) -> None:

@@ -45,6 +45,7 @@ from .metrics import MetricsSettings, metrics_available
 from .ops import add_operations
 from .registry import RegistryError, build_step
 from .runtime import EventLoopChoice, uvloop_available
+from .shape_cache import DEFAULT_SHAPE_CACHE_BYTES
 from .streams import StreamProxy
 
 M = TypeVar("M", bound=BaseModel)
@@ -80,6 +81,12 @@ class ServerSettings(BaseModel):
         "at once)",
     )
     coalesce_live: bool = Field(True, description="One upstream request per identical long-poll")
+    shape_cache_bytes: int = Field(
+        DEFAULT_SHAPE_CACHE_BYTES,
+        ge=0,
+        description="Bytes of Electric's answers kept for users whose built upstream requests "
+        "are identical (same tenant, same shape); 0 turns the shape cache off",
+    )
     cache: CacheMode = Field(
         "vary",
         description="How responses that depend on the user are marked for shared caches: "
@@ -156,6 +163,7 @@ class ProxyConfig:
             path=self.server.path,
             coalesce_live=self.server.coalesce_live,
             cache=self.server.cache,
+            shape_cache_bytes=self.server.shape_cache_bytes,
         )
 
     def app(self, *, worker: int = 0) -> web.Application:

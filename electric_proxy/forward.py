@@ -23,7 +23,7 @@ from urllib.parse import quote
 
 import aiohttp
 from aiohttp import hdrs, web
-from multidict import MultiMapping
+from multidict import CIMultiDict, MultiMapping
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from yarl import URL
 
@@ -33,6 +33,7 @@ from .coalesce import Coalescer
 from .errors import UpstreamTimeout, UpstreamUnavailable
 from .keys import REQUEST_ID, UPSTREAM, UPSTREAM_STATUS
 from .protocol import ANSWER_NEUTRAL_HEADERS, HOP_BY_HOP_HEADERS, live_kind
+from .shape_cache import CachedAnswer, ShapeCache, etag_matches
 from .upstream_errors import ERROR_BODY_LIMIT
 
 __all__ = [
@@ -184,6 +185,18 @@ class UpstreamResponse(web.StreamResponse):
         return writer
 
 
+AnswerKey = tuple[str, str, tuple[tuple[str, str], ...]]
+
+
+def answer_key(
+    built: UpstreamRequest, url: URL, ignored: frozenset[str] = ANSWER_NEUTRAL_HEADERS
+) -> AnswerKey:
+    """What Electric's answer to ``built`` depends on: method, full URL (shape, claim-bound
+    params, credentials) and every forwarded header but the ``ignored`` ones (lower case)."""
+    headers = sorted((k.lower(), v) for k, v in built.headers.items() if k.lower() not in ignored)
+    return built.method, str(url), tuple(headers)
+
+
 class _BodyTooLarge(Exception):
     """An error body longer than the proxy reads: the rest is dropped with the connection."""
 
@@ -195,11 +208,19 @@ def _whole(
     return web.Response(status=status, reason=reason, headers=_end_to_end(headers), body=body)
 
 
-def reply_for(upstream: aiohttp.ClientResponse) -> web.StreamResponse:
-    """The client's response for one upstream response: whole if it has arrived, else streamed."""
+def reply_for(
+    upstream: aiohttp.ClientResponse, keep: tuple[ShapeCache, AnswerKey] | None = None
+) -> web.StreamResponse:
+    """The client's response for one upstream response: whole if it has arrived, else streamed.
+
+    With ``keep`` (a cache and a key), a storable answer is stored once its body is complete.
+    """
     body = complete_body(upstream)
     if body is not None:
         upstream.release()
+        if keep is not None:
+            stored = CIMultiDict(_end_to_end(upstream.headers))
+            keep[0].put(keep[1], upstream.status, upstream.reason, stored, body)
         return _whole(upstream.status, upstream.reason, upstream.headers, body)
 
     def done(clean: bool) -> None:
@@ -208,8 +229,34 @@ def reply_for(upstream: aiohttp.ClientResponse) -> web.StreamResponse:
         else:
             upstream.close()
 
-    chunks = upstream.content.iter_any()
+    chunks: AsyncIterator[bytes] = upstream.content.iter_any()
+    if keep is not None:
+        cache, key = keep
+        stored = CIMultiDict(_end_to_end(upstream.headers))
+        chunks = cache.filling(key, upstream.status, upstream.reason, stored, chunks)
     return UpstreamResponse(upstream.status, upstream.reason, upstream.headers, chunks, done)
+
+
+def _from_cache(entry: CachedAnswer, age: int, if_none_match: list[str]) -> web.Response:
+    """A fresh response from a stored answer: a 304 when the client already has its ETag."""
+    headers = CIMultiDict(entry.headers)
+    headers[hdrs.AGE] = str(age)
+    if entry.status == 200 and etag_matches(if_none_match, entry.etag):
+        return web.Response(status=304, headers=headers)
+    return web.Response(status=entry.status, reason=entry.reason, headers=headers, body=entry.body)
+
+
+def _is_catch_up(built: UpstreamRequest) -> bool:
+    """A plain GET of a shape log: the only kind of request the shape cache answers."""
+    return (
+        built.method == hdrs.METH_GET
+        and built.body is None
+        and live_kind(built.query, built.headers.get(hdrs.ACCEPT, "")) is None
+    )
+
+
+#: The cache answers ``If-None-Match`` itself, from the stored ``ETag``.
+_CACHE_IGNORED = ANSWER_NEUTRAL_HEADERS | {"if-none-match"}
 
 
 def _is_long_poll(built: UpstreamRequest) -> bool:
@@ -217,18 +264,6 @@ def _is_long_poll(built: UpstreamRequest) -> bool:
     return built.method == hdrs.METH_GET and (
         live_kind(built.query, built.headers.get(hdrs.ACCEPT, "")) == "long_poll"
     )
-
-
-AnswerKey = tuple[str, str, tuple[tuple[str, str], ...]]
-
-
-def answer_key(
-    built: UpstreamRequest, url: URL, ignored: frozenset[str] = ANSWER_NEUTRAL_HEADERS
-) -> AnswerKey:
-    """What Electric's answer to ``built`` depends on: method, full URL (shape, claim-bound
-    params, credentials) and every forwarded header but the ``ignored`` ones (lower case)."""
-    headers = sorted((k.lower(), v) for k, v in built.headers.items() if k.lower() not in ignored)
-    return built.method, str(url), tuple(headers)
 
 
 #: Characters a path segment keeps unencoded (RFC 3986 pchar less '%'): everything else,
@@ -243,9 +278,16 @@ class Forwarder:
     ones the steps saw, encoded here in one way.
     """
 
-    def __init__(self, settings: UpstreamSettings, *, coalesce_live: bool = False) -> None:
+    def __init__(
+        self,
+        settings: UpstreamSettings,
+        *,
+        coalesce_live: bool = False,
+        shape_cache: ShapeCache | None = None,
+    ) -> None:
         self.settings = settings
         self.coalescer = Coalescer() if coalesce_live else None
+        self.shape_cache = shape_cache
         self.url = URL(settings.url)
         self._base_path = self.url.raw_path.rstrip("/")
         self.trace_configs: list[aiohttp.TraceConfig] = []
@@ -332,4 +374,13 @@ class Forwarder:
                 leave()
                 return _whole(*head, reply.body())
             return UpstreamResponse(*head, reply.replay(), lambda clean: leave())
+        cache = self.shape_cache
+        if cache is not None and _is_catch_up(built):
+            key = answer_key(built, url, _CACHE_IGNORED)
+            entry = cache.get(key)
+            if entry is not None:
+                return _from_cache(
+                    entry, cache.age(entry), built.headers.getall(hdrs.IF_NONE_MATCH, [])
+                )
+            return reply_for(await fetch(), (cache, key))
         return reply_for(await fetch())
