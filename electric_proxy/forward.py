@@ -33,7 +33,7 @@ from .coalesce import Coalescer
 from .errors import UpstreamTimeout, UpstreamUnavailable
 from .keys import REQUEST_ID, UPSTREAM, UPSTREAM_STATUS
 from .protocol import ANSWER_NEUTRAL_HEADERS, HOP_BY_HOP_HEADERS, live_kind
-from .shape_cache import CachedAnswer, ShapeCache, etag_matches
+from .shape_cache import CachedAnswer, Fill, ShapeCache, etag_matches
 from .upstream_errors import ERROR_BODY_LIMIT
 
 __all__ = [
@@ -208,19 +208,16 @@ def _whole(
     return web.Response(status=status, reason=reason, headers=_end_to_end(headers), body=body)
 
 
-def reply_for(
-    upstream: aiohttp.ClientResponse, keep: tuple[ShapeCache, AnswerKey] | None = None
-) -> web.StreamResponse:
+def reply_for(upstream: aiohttp.ClientResponse, fill: Fill | None = None) -> web.StreamResponse:
     """The client's response for one upstream response: whole if it has arrived, else streamed.
 
-    With ``keep`` (a cache and a key), a storable answer is stored once its body is complete.
+    With a shape-cache ``fill``, a storable answer is stored once its body is complete.
     """
     body = complete_body(upstream)
     if body is not None:
         upstream.release()
-        if keep is not None:
-            stored = CIMultiDict(_end_to_end(upstream.headers))
-            keep[0].put(keep[1], upstream.status, upstream.reason, stored, body)
+        if fill is not None:
+            fill.store((upstream.status, upstream.reason, _end_to_end_copy(upstream)), body)
         return _whole(upstream.status, upstream.reason, upstream.headers, body)
 
     def done(clean: bool) -> None:
@@ -230,11 +227,14 @@ def reply_for(
             upstream.close()
 
     chunks: AsyncIterator[bytes] = upstream.content.iter_any()
-    if keep is not None:
-        cache, key = keep
-        stored = CIMultiDict(_end_to_end(upstream.headers))
-        chunks = cache.filling(key, upstream.status, upstream.reason, stored, chunks)
+    if fill is not None:
+        chunks = fill.stream((upstream.status, upstream.reason, _end_to_end_copy(upstream)), chunks)
     return UpstreamResponse(upstream.status, upstream.reason, upstream.headers, chunks, done)
+
+
+def _end_to_end_copy(upstream: aiohttp.ClientResponse) -> CIMultiDict[str]:
+    """What a cache entry may keep of the upstream's headers (it outlives the response)."""
+    return CIMultiDict(_end_to_end(upstream.headers))
 
 
 def _from_cache(entry: CachedAnswer, age: int, if_none_match: list[str]) -> web.Response:
@@ -377,10 +377,16 @@ class Forwarder:
         cache = self.shape_cache
         if cache is not None and _is_catch_up(built):
             key = answer_key(built, url, _CACHE_IGNORED)
-            entry = cache.get(key)
+            entry = await cache.lookup(key)
             if entry is not None:
-                return _from_cache(
-                    entry, cache.age(entry), built.headers.getall(hdrs.IF_NONE_MATCH, [])
-                )
-            return reply_for(await fetch(), (cache, key))
+                conditions = built.headers.getall(hdrs.IF_NONE_MATCH, [])
+                return _from_cache(entry, cache.age(entry), conditions)
+            fill = cache.fill(key)
+            try:
+                upstream = await fetch()
+            except BaseException:
+                if fill is not None:
+                    fill.end()  # wake the requests waiting for it: they ask for themselves
+                raise
+            return reply_for(upstream, fill)
         return reply_for(await fetch())

@@ -18,13 +18,17 @@ Only ``GET`` catch-up answers are considered (never live ones: the coalescer sha
 while they are computed), only ``200`` and a ``409`` that names the new handle, and only
 whole bodies within :attr:`ShapeCache.max_entry_bytes`. Entries keep the status, the
 end-to-end headers (not the ones that label one request) and the body bytes as they came,
-compressed or not; memory is bounded in bytes, least recently used first out.
+compressed or not; memory is bounded in bytes, least recently used first out, and so is
+what bodies being filled hold at once. Identical misses that arrive together wait for the
+first one's answer instead of all asking Electric (nginx's ``proxy_cache_lock``).
 
 This module only stores and decides; :mod:`electric_proxy.forward` talks to Electric.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Hashable, Iterable
@@ -38,6 +42,7 @@ from .protocol import ANSWER_NEUTRAL_HEADERS
 __all__ = [
     "DEFAULT_SHAPE_CACHE_BYTES",
     "CachedAnswer",
+    "Fill",
     "ShapeCache",
     "etag_matches",
     "shared_lifetime",
@@ -56,6 +61,8 @@ _NOT_KEPT = ANSWER_NEUTRAL_HEADERS | {"content-length", "age", "date"}
 _ENTRY_OVERHEAD = 256
 
 Headers = tuple[tuple[str, str], ...]
+#: Status, reason and (end-to-end) headers of an upstream answer.
+Head = tuple[int, str | None, MultiMapping[str]]
 
 
 def _directives(headers: MultiMapping[str]) -> dict[str, str]:
@@ -131,6 +138,11 @@ def _key_size(key: Hashable) -> int:
 class ShapeCache:
     """Electric's answers by built upstream request, bounded in bytes, least recently used out.
 
+    Identical misses that arrive together make one trip to Electric: the first request fills
+    the entry (:meth:`fill`), the others wait for it (:meth:`lookup`, at most ``fill_wait``
+    seconds, like nginx's ``proxy_cache_lock``) and are then answered from the cache, or go
+    to Electric themselves when the answer could not be stored.
+
     ``clock`` (seconds, monotonic) is injectable so that freshness can be tested without
     waiting. Counters for metrics: ``hits``, ``misses``, ``evictions`` (entries pushed out
     for room) and :attr:`bytes_held`.
@@ -141,6 +153,7 @@ class ShapeCache:
         max_bytes: int = DEFAULT_SHAPE_CACHE_BYTES,
         *,
         max_entry_bytes: int | None = None,
+        fill_wait: float = 5.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if max_bytes < 1:
@@ -148,8 +161,13 @@ class ShapeCache:
         self.max_bytes = max_bytes
         #: Bodies larger than this stream through uncached (default: 1/8 of the cache).
         self.max_entry_bytes = max_entry_bytes if max_entry_bytes is not None else max_bytes // 8
+        #: Bytes bodies being filled may hold at once, so concurrent fills stay bounded too.
+        self.fill_budget = max(self.max_entry_bytes, max_bytes // 4)
+        self.fill_wait = fill_wait
         self._clock = clock
         self._entries: OrderedDict[Hashable, CachedAnswer] = OrderedDict()
+        self._fills: dict[Hashable, Fill] = {}
+        self.filling_bytes = 0
         self.bytes_held = 0
         self.hits = 0
         self.misses = 0
@@ -158,17 +176,42 @@ class ShapeCache:
     def __len__(self) -> int:
         return len(self._entries)
 
-    def get(self, key: Hashable) -> CachedAnswer | None:
-        """The fresh entry for ``key`` (counted as a hit), or ``None`` (a miss)."""
+    async def lookup(self, key: Hashable) -> CachedAnswer | None:
+        """The fresh entry for ``key`` (a hit), or ``None`` (a miss), waiting first for an
+        identical request that is filling it right now."""
+        entry = self._fresh(key)
+        fill = self._fills.get(key) if entry is None else None
+        if fill is not None:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout_at(fill.started + self.fill_wait):
+                    await fill.done.wait()
+            entry = self._fresh(key)
+        if entry is None:
+            self.misses += 1
+        else:
+            self.hits += 1
+        return entry
+
+    def fill(self, key: Hashable) -> Fill | None:
+        """Become the request that fills ``key``; ``None`` while another one still does (it
+        took longer than ``fill_wait``: this request goes to Electric without storing)."""
+        current = self._fills.get(key)
+        if current is not None:
+            if current.started + self.fill_wait > asyncio.get_running_loop().time():
+                return None
+            current.end()  # abandoned (its response was never sent): let this one try
+        fill = self._fills[key] = Fill(self, key)
+        return fill
+
+    def _fresh(self, key: Hashable) -> CachedAnswer | None:
         entry = self._entries.get(key)
-        if entry is not None:
-            if entry.expires_at > self._clock():
-                self._entries.move_to_end(key)
-                self.hits += 1
-                return entry
+        if entry is None:
+            return None
+        if entry.expires_at <= self._clock():
             self._drop(key)
-        self.misses += 1
-        return None
+            return None
+        self._entries.move_to_end(key)
+        return entry
 
     def age(self, entry: CachedAnswer) -> int:
         """Seconds the entry has been held: its ``Age``, so caches after the proxy count
@@ -205,29 +248,64 @@ class ShapeCache:
             self.evictions += 1
         return True
 
-    async def filling(
-        self,
-        key: Hashable,
-        status: int,
-        reason: str | None,
-        headers: MultiMapping[str],
-        chunks: AsyncIterator[bytes],
-    ) -> AsyncIterator[bytes]:
-        """``chunks`` passed on as they come, stored once they have all come (within the
-        per-entry limit); a body cut short, or too long, is never stored."""
-        kept: list[bytes] | None = [] if shared_lifetime(status, headers) is not None else None
-        held = 0
-        async for chunk in chunks:
-            if kept is not None:
-                held += len(chunk)
-                if held > self.max_entry_bytes:
-                    kept = None  # too long to keep: stream the rest only
-                else:
-                    kept.append(chunk)
-            yield chunk
-        if kept is not None:
-            self.put(key, status, reason, headers, b"".join(kept))
-
     def _drop(self, key: Hashable) -> None:
         entry = self._entries.pop(key)
         self.bytes_held -= entry.size
+
+
+class Fill:
+    """One request filling one entry: it stores the answer, or gives up, and then wakes the
+    identical requests waiting for it. Ending is idempotent."""
+
+    def __init__(self, cache: ShapeCache, key: Hashable) -> None:
+        self._cache = cache
+        self._key = key
+        self.started = asyncio.get_running_loop().time()
+        self.done = asyncio.Event()
+        self._held = 0
+
+    def end(self) -> None:
+        if self.done.is_set():
+            return
+        self.done.set()
+        cache = self._cache
+        if cache._fills.get(self._key) is self:
+            del cache._fills[self._key]
+        cache.filling_bytes -= self._held
+        self._held = 0
+
+    def store(self, head: Head, body: bytes) -> None:
+        """A body that came whole with its head: store it (if a shared cache may) and end."""
+        self._cache.put(self._key, *head, body)
+        self.end()
+
+    def stream(self, head: Head, chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+        """``chunks`` passed on as they come, stored once they have all come; a body that
+        may not be stored, is cut short or outgrows the limits streams through unstored."""
+        status, _, headers = head
+        length = _seconds(headers.get(hdrs.CONTENT_LENGTH, "0")) or 0
+        if shared_lifetime(status, headers) is None or length > self._cache.max_entry_bytes:
+            self.end()
+            return chunks
+        return self._tee(head, chunks)
+
+    async def _tee(self, head: Head, chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+        cache = self._cache
+        kept: list[bytes] | None = []
+        try:
+            async for chunk in chunks:
+                if kept is not None:
+                    size = len(chunk)
+                    over_entry = self._held + size > cache.max_entry_bytes
+                    if over_entry or cache.filling_bytes + size > cache.fill_budget:
+                        kept = None  # too much to keep: stream the rest only, wake the others
+                        self.end()
+                    else:
+                        kept.append(chunk)
+                        self._held += size
+                        cache.filling_bytes += size
+                yield chunk
+            if kept is not None:
+                cache.put(self._key, *head, b"".join(kept))
+        finally:
+            self.end()

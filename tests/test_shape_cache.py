@@ -6,6 +6,7 @@ reached Electric, and a clock injected into the cache stands in for the passing 
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
@@ -251,17 +252,52 @@ async def test_the_per_entry_limit_holds_for_streamed_bodies_too() -> None:
         for chunk in chunks:
             yield chunk
 
-    streamed = cache.filling("long", 200, "OK", headers, body(b"12345", b"678901"))
-    assert [c async for c in streamed] == [b"12345", b"678901"]
-    short = cache.filling("short", 200, "OK", headers, body(b"12345", b"6789"))
-    assert [c async for c in short] == [b"12345", b"6789"]
-    assert cache.get("long") is None
-    entry = cache.get("short")
+    def streamed(key: str, *chunks: bytes) -> Any:
+        fill = cache.fill(key)
+        assert fill is not None
+        return fill.stream((200, "OK", headers), body(*chunks))
+
+    assert [c async for c in streamed("long", b"12345", b"678901")] == [b"12345", b"678901"]
+    assert [c async for c in streamed("short", b"12345", b"6789")] == [b"12345", b"6789"]
+    assert await cache.lookup("long") is None
+    entry = await cache.lookup("short")
     assert entry is not None and entry.body == b"123456789"
-    cut = cache.filling("cut", 200, "OK", headers, body(b"12", b"34"))
+    cut = streamed("cut", b"12", b"34")
     assert await anext(cut) == b"12"
     await cut.aclose()  # the client went away: an incomplete body is never stored
-    assert cache.get("cut") is None
+    assert await cache.lookup("cut") is None
+    assert cache.filling_bytes == 0
+
+
+async def test_identical_misses_together_make_one_trip(
+    make: Make, electric_upstream: RunningUpstream
+) -> None:
+    client, cache = await make()
+    answers = await asyncio.gather(*(get(client, (ALICE, CAROL)[n % 2]) for n in range(20)))
+    assert {resp.status for resp, _ in answers} == {200}
+    assert len({body for _, body in answers}) == 1
+    assert upstream_count(electric_upstream) == 1
+    assert (cache.hits, cache.misses) == (19, 1)
+    # Answers that may not be stored (a subset says no-cache) wake the waiters, who ask
+    # Electric themselves.
+    subset = {"subset__limit": "1", "subset__order_by": "title"}
+    answers = await asyncio.gather(*(get(client, ALICE, **subset) for _ in range(5)))
+    assert {resp.status for resp, _ in answers} == {200}
+    assert upstream_count(electric_upstream) == 1 + 5
+
+
+async def test_a_fill_that_never_ends_is_given_up() -> None:
+    """A fill whose response was never sent (a step replaced it) cannot hold others back."""
+    cache = ShapeCache(1000, fill_wait=0)
+    stuck = cache.fill("key")
+    assert stuck is not None
+    assert await cache.lookup("key") is None  # waited at most fill_wait
+    again = cache.fill("key")
+    assert again is not None and again is not stuck
+    again.store((200, "OK", CIMultiDict({"Cache-Control": "max-age=60"})), b"[]")
+    assert await cache.lookup("key") is not None
+    stuck.end()  # late, and harmless
+    assert await cache.lookup("key") is not None
 
 
 async def test_errors_posts_subsets_and_live_requests_are_not_stored(
