@@ -1,6 +1,6 @@
 """electric-proxy benchmark: one command, loopback only, bounded in time, a printed table.
 
-    python benchmarks/run.py            # ~8 minutes: 3 rounds of every target, long-polls
+    python benchmarks/run.py            # ~10 minutes: 3 rounds of every target, long-polls
     python benchmarks/run.py --quick    # ~1-2 minutes smoke run
 
 Throughput: the same Electric-like static answers (~1 KB and ~1 MB JSON with Electric's
@@ -12,7 +12,10 @@ that body size alone.
 
 Live requests: a long-poll upstream holds every request; a burst of long-polls goes through
 electric-proxy and through a naive aiohttp proxy (aiohttp's default 100-connection pool),
-and identical waiting clients show what live-request coalescing saves the upstream.
+and identical waiting clients show what live-request coalescing saves the upstream (also
+with the ``request_id`` step on and a ``traceparent`` per client). The shape-cache row runs
+the full chain with the cache on for 100 users of one organisation and reads from the
+proxy's metrics how many requests reached the upstream.
 
 Pinning keeps the load generator from stealing the proxy's core: the measured proxy runs on
 one CPU (``--proxy-cpus``, default 1), wrk, the upstreams, the long-poll client and this

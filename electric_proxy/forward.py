@@ -12,6 +12,10 @@ Design choices, each forced by the protocol:
   unwinds; the body is streamed when aiohttp prepares it (the way ``FileResponse`` works).
 * A client that goes away cancels the handler task (aiohttp's ``handler_cancellation``);
   the upstream connection is then closed, not returned to the pool half-read.
+* Where the upstream would be called, identical live long-polls share one request
+  (:mod:`electric_proxy.coalesce`) and catch-up GETs may be answered from the shape cache
+  (:mod:`electric_proxy.shape_cache`); both key on :func:`answer_key`, the built request
+  without the headers that only label it.
 """
 
 from __future__ import annotations
