@@ -16,7 +16,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
@@ -264,8 +264,11 @@ def run_wrk(
     headers: Sequence[str],
     threads: int = 1,
     log: Path | None = None,
+    env: Mapping[str, str] | None = None,
 ) -> WrkResult:
-    """One wrk run, pinned; the Lua ``done`` hook prints exact counts and percentiles."""
+    """One wrk run, pinned; the Lua ``done`` hook prints exact counts and percentiles.
+
+    ``env`` reaches the Lua script (``BENCH_USERS``/``BENCH_TOKEN``: rotate users)."""
     argv = [
         "taskset",
         "-c",
@@ -284,7 +287,13 @@ def run_wrk(
         argv += ["-H", header]
     argv.append(url)
     meter = CpuMeter()
-    done = subprocess.run(argv, capture_output=True, text=True, timeout=duration + 60)
+    done = subprocess.run(
+        argv,
+        capture_output=True,
+        text=True,
+        timeout=duration + 60,
+        env={**os.environ, **env} if env else None,
+    )
     busy = meter.busy()
     if log is not None:
         with log.open("a") as out:

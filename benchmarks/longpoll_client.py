@@ -89,17 +89,23 @@ class Target:
     port: int
     path: str
     token: str
+    #: Give every request its own W3C ``traceparent``, as traced browsers do.
+    trace: bool = False
+    sent: int = 0
 
     @classmethod
-    def of(cls, url: str, token: str) -> Target:
+    def of(cls, url: str, token: str, trace: bool = False) -> Target:
         parts = urlsplit(url)
         assert parts.hostname is not None and parts.port is not None
-        return cls(parts.hostname, parts.port, parts.path, token)
+        return cls(parts.hostname, parts.port, parts.path, token, trace)
 
     def request(self, query: str) -> bytes:
+        self.sent += 1
+        trace = f"traceparent: 00-{self.sent:032x}-{self.sent:016x}-01\r\n" if self.trace else ""
         return (
             f"GET {self.path}?{query} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n"
-            f"Authorization: Bearer {self.token}\r\nAccept: */*\r\nConnection: close\r\n\r\n"
+            f"Authorization: Bearer {self.token}\r\nAccept: */*\r\n{trace}"
+            "Connection: close\r\n\r\n"
         ).encode()
 
 
@@ -341,10 +347,11 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=20.0, help="seconds per request")
     parser.add_argument("--control", help="the long-poll upstream's /_bench URL (coalesce)")
     parser.add_argument("--changes", type=int, default=5)
+    parser.add_argument("--traceparent", action="store_true", help="a traceparent per request")
     args = parser.parse_args()
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    target = Target.of(args.url, args.token)
+    target = Target.of(args.url, args.token, args.traceparent)
     if args.mode == "burst":
         result = burst(target, args.clients, args.timeout)
     else:

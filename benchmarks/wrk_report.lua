@@ -1,5 +1,19 @@
 -- Prints wrk's summary as one JSON line, so the benchmark reads exact counts and latency
 -- percentiles (microseconds) instead of parsing the human-readable report.
+--
+-- With BENCH_USERS=n and BENCH_TOKEN=t, each request carries the next of n users' tokens,
+-- `Bearer t-0000` ... (many users of one tenant, for the shape-cache row).
+local users = tonumber(os.getenv("BENCH_USERS") or "0")
+local token = os.getenv("BENCH_TOKEN")
+if users > 0 and token then
+  local n = 0
+  request = function()
+    n = n + 1
+    wrk.headers["Authorization"] = string.format("Bearer %s-%04d", token, n % users)
+    return wrk.format(nil)
+  end
+end
+
 done = function(summary, latency, requests)
   local e = summary.errors
   io.write(string.format(

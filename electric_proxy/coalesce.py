@@ -2,10 +2,14 @@
 
 Thousands of clients of one shape sit on the same live request (same handle, offset and
 cursor). When their *fully built* upstream requests are identical (URL with shape,
-claims-bound params and credentials; every forwarded header), Electric would give each the
-same answer, so the proxy asks once and fans the answer out. That is safe by construction:
-requests that differ in anything Electric sees (another tenant's params, another filter,
-another secret) have different keys and never share.
+claims-bound params and credentials; every forwarded header that can change the answer),
+Electric would give each the same answer, so the proxy asks once and fans the answer out.
+That is safe by construction: requests that differ in anything Electric answers on (another
+tenant's params, another filter, another secret, another ``Accept-Encoding``) have
+different keys and never share. Headers that only label a request (a request ID, trace
+context: :data:`~electric_proxy.protocol.ANSWER_NEUTRAL_HEADERS`) are left out of the key,
+or a ``request_id`` step would make every request unique; the shared request carries the
+first waiter's, and each joiner logs the ID of the request it joined.
 
 The upstream request runs in its own task: a waiter that leaves does not cancel it for the
 others; it is cancelled only when every waiter has left. The body
@@ -18,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Hashable
 from dataclasses import dataclass
 
@@ -27,6 +32,8 @@ from multidict import CIMultiDict
 from .bodies import complete_body
 
 __all__ = ["Coalescer"]
+
+log = logging.getLogger("electric_proxy.coalesce")
 
 Head = tuple[int, str | None, CIMultiDict[str]]
 
@@ -79,6 +86,8 @@ class SharedReply:
 @dataclass
 class _Flight:
     reply: SharedReply
+    #: The request ID of the waiter whose request went upstream, for the joiners' logs.
+    leader: str
     task: asyncio.Task[None] | None = None
     waiters: int = 0
 
@@ -94,12 +103,16 @@ class Coalescer:
         self.joined = 0
 
     async def join(
-        self, key: Hashable, fetch: Fetch
+        self, key: Hashable, fetch: Fetch, request_id: str = "-"
     ) -> tuple[Head, SharedReply, Callable[[], None]]:
-        """Wait for the shared answer; returns its head, the reply and a ``leave`` callback."""
+        """Wait for the shared answer; returns its head, the reply and a ``leave`` callback.
+
+        ``request_id`` names this waiter in the logs: a joiner's line names the request that
+        went upstream (its own ID is already on the line, from the log context).
+        """
         flight = self._flights.get(key)
         if flight is None:
-            flight = _Flight(SharedReply())
+            flight = _Flight(SharedReply(), request_id)
             self._flights[key] = flight
             flight.task = asyncio.create_task(self._fly(key, flight, fetch))
             self._tasks.add(flight.task)
@@ -107,6 +120,7 @@ class Coalescer:
             self.upstream_requests += 1
         else:
             self.joined += 1
+            log.debug("joined the shared upstream request %s", flight.leader)
         flight.waiters += 1
         left = False
 

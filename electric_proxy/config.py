@@ -43,6 +43,7 @@ from .health import HealthSettings, path_conflict
 from .metrics import MetricsSettings, metrics_available
 from .registry import RegistryError, build_step
 from .runtime import EventLoopChoice, uvloop_available
+from .shape_cache import DEFAULT_SHAPE_CACHE_BYTES
 
 if TYPE_CHECKING:
     from aiohttp import web
@@ -128,6 +129,12 @@ class ServerSettings(BaseModel):
         "at once)",
     )
     coalesce_live: bool = Field(True, description="One upstream request per identical long-poll")
+    shape_cache_bytes: int = Field(
+        DEFAULT_SHAPE_CACHE_BYTES,
+        ge=0,
+        description="Bytes of Electric's answers kept for users whose built upstream requests "
+        "are identical (same tenant, same shape); 0 turns the shape cache off",
+    )
     cache: CacheMode = Field(
         "vary",
         description="How responses that depend on the user are marked for shared caches: "

@@ -12,6 +12,10 @@ Design choices, each forced by the protocol:
   unwinds; the body is streamed when aiohttp prepares it (the way ``FileResponse`` works).
 * A client that goes away cancels the handler task (aiohttp's ``handler_cancellation``);
   the upstream connection is then closed, not returned to the pool half-read.
+* Where the upstream would be called, identical live long-polls share one request
+  (:mod:`electric_proxy.coalesce`) and catch-up GETs may be answered from the shape cache
+  (:mod:`electric_proxy.shape_cache`); both key on :func:`answer_key`, the built request
+  without the headers that only label it.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from urllib.parse import quote
 
 import aiohttp
 from aiohttp import hdrs, web
-from multidict import MultiMapping
+from multidict import CIMultiDict, MultiMapping
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from yarl import URL
 
@@ -31,11 +35,12 @@ from .bodies import complete_body
 from .chain import UpstreamRequest
 from .coalesce import Coalescer
 from .errors import ElectricProxyError, UpstreamTimeout, UpstreamUnavailable
-from .keys import UPSTREAM, UPSTREAM_STATUS
-from .protocol import HOP_BY_HOP_HEADERS, live_kind
+from .keys import REQUEST_ID, UPSTREAM, UPSTREAM_STATUS
+from .protocol import ANSWER_NEUTRAL_HEADERS, HOP_BY_HOP_HEADERS, live_kind
+from .shape_cache import CachedAnswer, Fill, ShapeCache, etag_matches
 from .upstream_errors import ERROR_BODY_LIMIT
 
-__all__ = ["Forwarder", "UpstreamResponse", "UpstreamSettings"]
+__all__ = ["AnswerKey", "Forwarder", "UpstreamResponse", "UpstreamSettings", "answer_key"]
 
 log = logging.getLogger("electric_proxy.forward")
 
@@ -192,6 +197,18 @@ class UpstreamResponse(web.StreamResponse):
         return writer
 
 
+AnswerKey = tuple[str, str, tuple[tuple[str, str], ...]]
+
+
+def answer_key(
+    built: UpstreamRequest, url: URL, ignored: frozenset[str] = ANSWER_NEUTRAL_HEADERS
+) -> AnswerKey:
+    """What Electric's answer to ``built`` depends on: method, full URL (shape, claim-bound
+    params, credentials) and every forwarded header but the ``ignored`` ones (lower case)."""
+    headers = sorted((k.lower(), v) for k, v in built.headers.items() if k.lower() not in ignored)
+    return built.method, str(url), tuple(headers)
+
+
 class _BodyTooLarge(ElectricProxyError):
     """An error body longer than the proxy reads: the rest is dropped with the connection."""
 
@@ -203,11 +220,16 @@ def _whole(
     return web.Response(status=status, reason=reason, headers=_end_to_end(headers), body=body)
 
 
-def reply_for(upstream: aiohttp.ClientResponse) -> web.StreamResponse:
-    """The client's response for one upstream response: whole if it has arrived, else streamed."""
+def reply_for(upstream: aiohttp.ClientResponse, fill: Fill | None = None) -> web.StreamResponse:
+    """The client's response for one upstream response: whole if it has arrived, else streamed.
+
+    With a shape-cache ``fill``, a storable answer is stored once its body is complete.
+    """
     body = complete_body(upstream)
     if body is not None:
         upstream.release()
+        if fill is not None:
+            fill.store((upstream.status, upstream.reason, _end_to_end_copy(upstream)), body)
         return _whole(upstream.status, upstream.reason, upstream.headers, body)
 
     def done(clean: bool) -> None:
@@ -216,8 +238,37 @@ def reply_for(upstream: aiohttp.ClientResponse) -> web.StreamResponse:
         else:
             upstream.close()
 
-    chunks = upstream.content.iter_any()
+    chunks: AsyncIterator[bytes] = upstream.content.iter_any()
+    if fill is not None:
+        chunks = fill.stream((upstream.status, upstream.reason, _end_to_end_copy(upstream)), chunks)
     return UpstreamResponse(upstream.status, upstream.reason, upstream.headers, chunks, done)
+
+
+def _end_to_end_copy(upstream: aiohttp.ClientResponse) -> CIMultiDict[str]:
+    """What a cache entry may keep of the upstream's headers (it outlives the response)."""
+    return CIMultiDict(_end_to_end(upstream.headers))
+
+
+def _from_cache(entry: CachedAnswer, age: int, if_none_match: list[str]) -> web.Response:
+    """A fresh response from a stored answer: a 304 when the client already has its ETag."""
+    headers = CIMultiDict(entry.headers)
+    headers[hdrs.AGE] = str(age)
+    if entry.status == 200 and etag_matches(if_none_match, entry.etag):
+        return web.Response(status=304, headers=headers)
+    return web.Response(status=entry.status, reason=entry.reason, headers=headers, body=entry.body)
+
+
+def _is_catch_up(built: UpstreamRequest) -> bool:
+    """A plain GET of a shape log: the only kind of request the shape cache answers."""
+    return (
+        built.method == hdrs.METH_GET
+        and built.body is None
+        and live_kind(built.query, built.headers.get(hdrs.ACCEPT, "")) is None
+    )
+
+
+#: The cache answers ``If-None-Match`` itself, from the stored ``ETag``.
+_CACHE_IGNORED = ANSWER_NEUTRAL_HEADERS | {"if-none-match"}
 
 
 def _is_long_poll(built: UpstreamRequest) -> bool:
@@ -239,9 +290,16 @@ class Forwarder:
     ones the steps saw, encoded here in one way.
     """
 
-    def __init__(self, settings: UpstreamSettings, *, coalesce_live: bool = False) -> None:
+    def __init__(
+        self,
+        settings: UpstreamSettings,
+        *,
+        coalesce_live: bool = False,
+        shape_cache: ShapeCache | None = None,
+    ) -> None:
         self.settings = settings
         self.coalescer = Coalescer() if coalesce_live else None
+        self.shape_cache = shape_cache
         self.url = URL(settings.url)
         self._base_path = self.url.raw_path.rstrip("/")
         self.trace_configs: list[aiohttp.TraceConfig] = []
@@ -321,10 +379,26 @@ class Forwarder:
         fetch: Callable[[], Awaitable[aiohttp.ClientResponse]],
     ) -> web.StreamResponse:
         if self.coalescer is not None and _is_long_poll(built):
-            key = (built.method, str(url), tuple(sorted(built.headers.items())))
-            head, reply, leave = await self.coalescer.join(key, fetch)
+            key = answer_key(built, url)
+            request_id = request.get(REQUEST_ID, "-")
+            head, reply, leave = await self.coalescer.join(key, fetch, request_id)
             if reply.complete and reply.error is None:
                 leave()
                 return _whole(*head, reply.body())
             return UpstreamResponse(*head, reply.replay(), lambda clean: leave())
+        cache = self.shape_cache
+        if cache is not None and _is_catch_up(built):
+            key = answer_key(built, url, _CACHE_IGNORED)
+            entry = await cache.lookup(key)
+            if entry is not None:
+                conditions = built.headers.getall(hdrs.IF_NONE_MATCH, [])
+                return _from_cache(entry, cache.age(entry), conditions)
+            fill = cache.fill(key)
+            try:
+                upstream = await fetch()
+            except BaseException:
+                if fill is not None:
+                    fill.end()  # wake the requests waiting for it: they ask for themselves
+                raise
+            return reply_for(upstream, fill)
         return reply_for(await fetch())

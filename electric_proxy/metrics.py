@@ -155,6 +155,14 @@ class _Observer:
             metrics.policy_rejections.labels(route, step, refusal.code).inc()
 
 
+#: The shape cache's counters (attribute names of ``ShapeCache``) and what they count.
+_SHAPE_CACHE_COUNTERS = (
+    ("hits", "Catch-up requests answered from the shape cache (the chain ran; Electric did not)"),
+    ("misses", "Cacheable catch-up requests the shape cache sent on to Electric"),
+    ("evictions", "Shape-cache entries pushed out to stay within shape_cache_bytes"),
+)
+
+
 class _State:
     """Read at scrape time from counters the proxy keeps anyway."""
 
@@ -184,6 +192,15 @@ class _State:
             "Upstream requests made for coalescable live long-polls",
             labels=["route"],
         )
+        cache_counters = {
+            name: CounterMetricFamily(f"electric_proxy_shape_cache_{name}", text, labels=["route"])
+            for name, text in _SHAPE_CACHE_COUNTERS
+        }
+        held_bytes = GaugeMetricFamily(
+            "electric_proxy_shape_cache_bytes",
+            "Bytes the shape cache holds (bodies, headers, keys, bookkeeping)",
+            labels=["route"],
+        )
         for route, endpoint in self._endpoints:
             for kind, count in endpoint.inflight.held.items():
                 held.add_metric([route, kind], count)
@@ -192,7 +209,12 @@ class _State:
             if coalescer is not None:
                 joined.add_metric([route], coalescer.joined)
                 flights.add_metric([route], coalescer.upstream_requests)
-        yield from (held, drained, joined, flights)
+            cache = endpoint.forwarder.shape_cache
+            if cache is not None:
+                for name, family in cache_counters.items():
+                    family.add_metric([route], getattr(cache, name))
+                held_bytes.add_metric([route], cache.bytes_held)
+        yield from (held, drained, joined, flights, *cache_counters.values(), held_bytes)
         yield from self._step_metrics()
 
     def _step_metrics(self) -> Iterator[Metric]:

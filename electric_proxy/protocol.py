@@ -82,6 +82,12 @@ FORWARDED_REQUEST_HEADERS: Final = frozenset(
     {"accept", "accept-encoding", "if-none-match", "traceparent", "tracestate"}
 )
 
+#: Forwarded request headers that label one request without changing Electric's answer:
+#: the ``request_id`` step's ID (its default name) and W3C trace context. Requests that
+#: differ only in these get the same bytes, so they never split a coalesced long-poll or a
+#: shape-cache entry; the shared upstream request carries the first asker's values.
+ANSWER_NEUTRAL_HEADERS: Final = frozenset({"x-request-id", "traceparent", "tracestate"})
+
 #: Response headers the TS client reads; browsers only show them to script when exposed.
 ELECTRIC_EXPOSED_HEADERS: Final = (
     "electric-cursor",

@@ -74,6 +74,7 @@ def build_shapes(
         coalesce_live=config.server.coalesce_live,
         cache=config.server.cache,
         observers=observers,
+        shape_cache_bytes=config.server.shape_cache_bytes,
     )
 
 

@@ -20,6 +20,7 @@ from .endpoint import Endpoint, EndpointObserver, forwarded_headers
 from .errors import NotFound
 from .forward import Forwarder, UpstreamSettings
 from .protocol import ELECTRIC_EXPOSED_HEADERS, FORWARDED_REQUEST_HEADERS, SHAPE_METHODS
+from .shape_cache import DEFAULT_SHAPE_CACHE_BYTES, ShapeCache
 from .upstream_errors import passes_must_refetch
 
 __all__ = ["MUST_REFETCH", "ShapeProxy", "electric_health_url"]
@@ -43,7 +44,9 @@ class ShapeProxy(Endpoint):
     The chain runs in the given order for every request on ``path``; nothing else in the
     host application is affected. ``coalesce_live`` shares one upstream request among
     identical waiting long-polls (see :mod:`electric_proxy.coalesce`); ``cache`` is how
-    responses are marked for shared caches (see :mod:`electric_proxy.caching`).
+    responses are marked for shared caches (see :mod:`electric_proxy.caching`);
+    ``shape_cache_bytes`` bounds the cache of Electric's answers shared by users whose built
+    upstream requests are identical (see :mod:`electric_proxy.shape_cache`; 0 turns it off).
     """
 
     methods = SHAPE_METHODS
@@ -59,9 +62,13 @@ class ShapeProxy(Endpoint):
         coalesce_live: bool = True,
         cache: CacheMode = "vary",
         observers: Sequence[EndpointObserver] = (),
+        shape_cache_bytes: int = DEFAULT_SHAPE_CACHE_BYTES,
     ) -> None:
+        if shape_cache_bytes < 0:
+            raise ValueError("shape_cache_bytes must be 0 (off) or more")
         settings = UpstreamSettings.of(upstream, bare_origin_path="/v1/shape")
-        forwarder = Forwarder(settings, coalesce_live=coalesce_live)
+        shape_cache = ShapeCache(shape_cache_bytes) if shape_cache_bytes else None
+        forwarder = Forwarder(settings, coalesce_live=coalesce_live, shape_cache=shape_cache)
         super().__init__(
             forwarder=forwarder, chain=chain, path=path, cache=cache, observers=observers
         )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
 import aiohttp
@@ -10,8 +11,9 @@ import pytest
 from aiohttp import web
 from conftest import standard_chain
 
-from electric_proxy import ShapeProxy
-from electric_proxy.testing import ALICE, BOB, RunningUpstream, auth
+from electric_proxy import RequestId, ShapeProxy
+from electric_proxy.standin import two_tenant_upstream
+from electric_proxy.testing import ALICE, BOB, UPSTREAM_SECRET, RunningUpstream, auth
 
 LIVE = {"offset": "0_0", "handle": "h-1", "live": "true", "cursor": "7"}
 
@@ -160,3 +162,50 @@ async def test_off_means_one_upstream_request_each(
     await _until(lambda: len(upstream.received) == 5)
     upstream.answer.set()
     assert {r.status for r in await asyncio.gather(*waiting)} == {200}
+
+
+async def test_request_ids_and_trace_context_do_not_split_a_shared_wait(
+    aiohttp_server: Any, aiohttp_client: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The README's chain mints a fresh X-Request-ID per request, and browsers send their own
+    traceparent: 200 identical waits must still be one upstream request."""
+    electric = two_tenant_upstream(UPSTREAM_SECRET, long_poll_timeout=60.0)
+    server = await aiohttp_server(electric.app(), access_log=None)
+    running = RunningUpstream(electric=electric, server=server, secret=UPSTREAM_SECRET)
+    proxy = ShapeProxy(upstream=running.url, chain=[RequestId(), *standard_chain(running)])
+    client = await aiohttp_client(proxy.app())
+    first = await client.get("/v1/shape", params={"offset": "-1"}, headers=auth(ALICE))
+    live = {
+        "offset": first.headers["electric-offset"],
+        "handle": first.headers["electric-handle"],
+        "live": "true",
+        "cursor": "1",
+    }
+    caplog.set_level(logging.DEBUG, logger="electric_proxy.coalesce")
+    connector = aiohttp.TCPConnector(limit=0)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        target = client.make_url("/v1/shape")
+
+        def wait(n: int) -> Any:
+            trace = f"00-{n:032x}-{n:016x}-01"
+            headers = {**auth(ALICE), "traceparent": trace, "tracestate": f"k={n}"}
+            return asyncio.ensure_future(session.get(target, params=live, headers=headers))
+
+        waiting = [wait(n) for n in range(1, 201)]
+        await _until(lambda: proxy.forwarder.coalescer.joined == 199, seconds=60)
+        electric.insert("todos", {"id": 5, "org_id": "acme", "title": "New"})
+        responses = await asyncio.gather(*waiting)
+        bodies = {await r.read() for r in responses}
+    upstream_live = [r for r in electric.requests if r.query.get("live") == "true"]
+    assert len(upstream_live) == 1
+    assert proxy.forwarder.coalescer.upstream_requests == 1
+    assert {r.status for r in responses} == {200} and len(bodies) == 1
+    # Each client still has its own request ID; the shared request carried the first one's.
+    ids = {r.headers["X-Request-ID"] for r in responses}
+    assert len(ids) == 200
+    sent_id = upstream_live[0].headers["X-Request-ID"]
+    assert sent_id in ids
+    joined = [r for r in caplog.records if r.name == "electric_proxy.coalesce"]
+    assert len(joined) == 199
+    assert all(r.getMessage() == f"joined the shared upstream request {sent_id}" for r in joined)
+    assert not any(ALICE in r.getMessage() for r in caplog.records)

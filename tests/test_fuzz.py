@@ -165,7 +165,8 @@ async def test_no_client_input_gives_a_500_on_the_shape_route(
     for _ in range(SHAPE_REQUESTS):
         before = len(seen)
         answer = await send_raw(client.port, _request(rng, _shape_path(rng)))
-        _check(outcomes, answer, len(seen) > before)
+        # An answer with an Age came from the shape cache: Electric's, stored.
+        _check(outcomes, answer, len(seen) > before or "age" in answer[1])
     print(f"\nshape route: {SHAPE_REQUESTS} requests, statuses {sorted(outcomes.items())}")
     assert sum(outcomes.values()) == SHAPE_REQUESTS
 
