@@ -37,6 +37,7 @@ from .health import Health, HealthSettings
 from .http_server import ProxyRunner, own_application, server_options
 from .keys import (
     CLIENT_IP,
+    CREDENTIAL_EXPIRES,
     FORK_SOURCE,
     PRINCIPAL,
     REFUSAL,
@@ -51,6 +52,7 @@ from .logs import RequestIdLogFilter, current_request_id
 from .metrics import METRICS, Metrics, MetricsSettings
 from .protocol import live_kind
 from .registry import ENTRY_POINT_GROUP, available_steps, build_step
+from .revocation import REVOCATIONS, Interrupt, Published, Revocations
 from .shapes import ShapeProxy
 from .steps.auth import Authenticator, bearer_token
 from .steps.bearer import BearerAuth, StaticToken
@@ -69,12 +71,14 @@ __version__ = "0.1.0"
 
 __all__ = [
     "CLIENT_IP",
+    "CREDENTIAL_EXPIRES",
     "ENTRY_POINT_GROUP",
     "FORK_SOURCE",
     "METRICS",
     "PRINCIPAL",
     "REFUSAL",
     "REQUEST_ID",
+    "REVOCATIONS",
     "ROUTE",
     "SAME_FOR_EVERYONE",
     "STREAM_PATH",
@@ -97,6 +101,7 @@ __all__ = [
     "Handler",
     "Health",
     "HealthSettings",
+    "Interrupt",
     "InvalidBody",
     "InvalidFilter",
     "JsonAccessLogger",
@@ -112,10 +117,12 @@ __all__ = [
     "ProxyConfig",
     "ProxyError",
     "ProxyRunner",
+    "Published",
     "Refusal",
     "RequestId",
     "RequestIdLogFilter",
     "ResponseHeaders",
+    "Revocations",
     "Route",
     "ServiceUnavailable",
     "ShapeClaim",

@@ -17,6 +17,12 @@
     [health]              # optional: /healthz and /readyz are on by default
     readyz = "/readyz"
 
+    [admin]               # optional: POST /admin/interrupt (live revocation), loopback
+    port = 9465
+
+    [revocation]          # optional: interrupts shared by replicas (the `revocation` extra)
+    redis_url = { "$env" = "REVOCATION_REDIS_URL" }
+
 Any value may be ``{ "$env" = "NAME" }`` or ``{ "$file" = "path" }`` so secrets never sit
 in the file. Steps are built in the order of ``[[chain]]`` entries, which is the order they
 run in. Secret options are ``SecretStr`` and print masked wherever config is shown.
@@ -42,6 +48,7 @@ from .forward import UpstreamSettings
 from .health import HealthSettings, path_conflict
 from .metrics import MetricsSettings, metrics_available
 from .registry import RegistryError, build_step
+from .revocation import AdminSettings, RevocationSettings, redis_available
 from .runtime import EventLoopChoice, uvloop_available
 from .shape_cache import DEFAULT_SHAPE_CACHE_BYTES
 
@@ -198,6 +205,8 @@ class ProxyConfig:
     streams: StreamsConfig | None = None
     health: HealthSettings = field(default_factory=HealthSettings)
     metrics: MetricsSettings | None = None
+    admin: AdminSettings | None = None
+    revocation: RevocationSettings | None = None
 
     def build(self) -> ShapeProxy:
         """The shape endpoint; see :func:`electric_proxy.server.build_shapes`."""
@@ -226,6 +235,10 @@ class ProxyConfig:
         shown["health"] = self.health.model_dump(mode="json")
         if self.metrics is not None:
             shown["metrics"] = self.metrics.model_dump(mode="json")
+        if self.admin is not None:
+            shown["admin"] = self.admin.model_dump(mode="json")
+        if self.revocation is not None:
+            shown["revocation"] = self.revocation.model_dump(mode="json")
         return shown
 
 
@@ -355,7 +368,16 @@ def _route_problems(
 def parse_config(raw: Mapping[str, Any], *, base: Path = Path()) -> ProxyConfig:
     problems: list[str] = []
     data = _resolve(raw, (), base, problems)
-    sections = {"server", "upstream", "chain", "streams", "health", "metrics"}
+    sections = {
+        "server",
+        "upstream",
+        "chain",
+        "streams",
+        "health",
+        "metrics",
+        "admin",
+        "revocation",
+    }
     problems += [
         f"{key}: unknown section (expected {', '.join(sorted(sections))})"
         for key in sorted(set(data) - sections)
@@ -369,6 +391,14 @@ def parse_config(raw: Mapping[str, Any], *, base: Path = Path()) -> ProxyConfig:
             problems.append(
                 "metrics: needs the prometheus-client package: "
                 "pip install 'electric-proxy[metrics]'"
+            )
+    admin = _model(AdminSettings, data["admin"], "admin", problems) if "admin" in data else None
+    revocation = None
+    if "revocation" in data:
+        revocation = _model(RevocationSettings, data["revocation"], "revocation", problems)
+        if not redis_available():
+            problems.append(
+                "revocation: needs the redis package: pip install 'electric-proxy[revocation]'"
             )
     upstream = None
     steps: Steps = ()
@@ -386,6 +416,8 @@ def parse_config(raw: Mapping[str, Any], *, base: Path = Path()) -> ProxyConfig:
         streams=streams,
         health=health,
         metrics=metrics,
+        admin=admin,
+        revocation=revocation,
     )
 
 

@@ -26,23 +26,49 @@ sent, are left to finish within the server's ``shutdown_timeout``.
 The mechanism is the request's own task: draining cancels it, and the hold that registered
 the task turns that one cancellation into the answer above (``Task.uncancel``), while a
 client that goes away at the same moment still cancels the request as usual.
+
+The same ending serves two more causes, each with its own error code:
+
+* :meth:`InFlight.interrupt` ends the held requests a predicate picks (``interrupted``):
+  live revocation, when a user's permissions change
+  (:class:`~electric_proxy.revocation.Revocations`). The client re-requests with the same
+  offset and handle, so the chain runs again with fresh claims: a 401 or 403 if access is
+  gone, Electric's own 409 must-refetch if the shape the policy builds changed, and the
+  same stream otherwise. A 409 made here instead would throw away every client's local
+  state even when nothing changed, and would need a new handle only Electric can name.
+* a credential's expiry (:data:`~electric_proxy.CREDENTIAL_EXPIRES`, recorded by the
+  authenticator) ends the hold at that time (``credential_expired``): the re-request meets
+  the authenticator's 401, so an expired token never keeps a stream open.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from aiohttp import hdrs, web
 
 from .chain import Handler
 from .errors import ServiceUnavailable
 from .forward import UpstreamResponse
-from .keys import UPSTREAM
+from .keys import CREDENTIAL_EXPIRES, UPSTREAM
 from .protocol import LiveKind, live_kind
 
-__all__ = ["InFlight"]
+__all__ = ["EndReason", "InFlight", "RequestMatch"]
+
+#: Why a held request was ended; each is answered with its own error code.
+EndReason = Literal["shutting_down", "interrupted", "credential_expired"]
+#: Picks held requests to end (see :meth:`InFlight.interrupt`).
+RequestMatch = Callable[[web.Request], bool]
+
+_MESSAGES: dict[EndReason, str] = {
+    "shutting_down": "the proxy is shutting down; retry the request",
+    "interrupted": "access is being re-checked; retry the request",
+    "credential_expired": "the credential expired; retry with a fresh one",
+}
 
 _EVENT_STREAM = "text/event-stream"
 
@@ -54,57 +80,77 @@ def _request_kind(request: web.Request) -> LiveKind | None:
     return live_kind(built.query, built.headers.get(hdrs.ACCEPT, ""))
 
 
-def _shutting_down() -> ServiceUnavailable:
-    return ServiceUnavailable(
-        "the proxy is shutting down; retry the request",
-        code="shutting_down",
-        headers={hdrs.RETRY_AFTER: "0"},
-    )
+def _ended(reason: EndReason) -> ServiceUnavailable:
+    return ServiceUnavailable(_MESSAGES[reason], code=reason, headers={hdrs.RETRY_AFTER: "0"})
 
 
 @dataclass(eq=False, slots=True)
 class _Hold:
     task: asyncio.Task[Any]
     kind: LiveKind
-    drained: bool = False
+    request: web.Request
+    reason: EndReason | None = None
+    expiry: asyncio.TimerHandle | None = None
 
-    def end(self) -> None:
-        if not self.drained:
-            self.drained = True
-            self.task.cancel()
+    def end(self, reason: EndReason) -> bool:
+        """End the request (once); whether this call did."""
+        if self.reason is not None:
+            return False
+        self.reason = reason
+        self.task.cancel()
+        return True
 
     def absorbs(self) -> bool:
         """Whether the CancelledError being handled was ours alone (then it is taken back)."""
-        return self.drained and self.task.uncancel() == 0
+        return self.reason is not None and self.task.uncancel() == 0
+
+    def answer(self) -> ServiceUnavailable:
+        assert self.reason is not None
+        return _ended(self.reason)
 
 
 class InFlight:
     """The live requests of one endpoint, counted while held and ended when the app stops.
 
     ``held`` counts the requests held right now by kind (for the metrics gauge);
-    ``drained`` counts those ended by a shutdown.
+    ``drained``, ``interrupted`` and ``expired`` count those ended by a shutdown, by
+    :meth:`interrupt` and by their credential's expiry.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
         self.held: dict[LiveKind, int] = {"long_poll": 0, "sse": 0}
         self.drained = 0
+        self.interrupted = 0
+        self.expired = 0
         self.draining = False
         self._holds: set[_Hold] = set()
+        self._clock = clock
 
-    def _enter(self, kind: LiveKind) -> _Hold:
+    def _enter(self, request: web.Request, kind: LiveKind) -> _Hold:
         task = asyncio.current_task()
         assert task is not None, "requests are handled in tasks"
-        hold = _Hold(task, kind)
+        hold = _Hold(task, kind, request)
         self._holds.add(hold)
         self.held[kind] += 1
         if self.draining:
             self.drained += 1
-            hold.end()  # delivered at the first await: answered like any other held request
+            hold.end("shutting_down")  # delivered at the first await, like any other ending
+            return hold
+        expires = request.get(CREDENTIAL_EXPIRES)
+        if expires is not None:
+            delay = max(0.0, expires - self._clock())
+            hold.expiry = asyncio.get_running_loop().call_later(delay, self._expire, hold)
         return hold
+
+    def _expire(self, hold: _Hold) -> None:
+        if hold.end("credential_expired"):
+            self.expired += 1
 
     def _leave(self, hold: _Hold) -> None:
         self._holds.discard(hold)
         self.held[hold.kind] -= 1
+        if hold.expiry is not None:
+            hold.expiry.cancel()
 
     def around(self, forward: Handler) -> Handler:
         """Wrap the chain's endpoint: hold live requests while they wait for the upstream."""
@@ -122,19 +168,17 @@ class InFlight:
     async def _wait(
         self, request: web.Request, forward: Handler, kind: LiveKind
     ) -> web.StreamResponse:
-        hold = self._enter(kind)
+        hold = self._enter(request, kind)
         try:
             return await forward(request)
         except asyncio.CancelledError:
             if hold.absorbs():
-                raise _shutting_down() from None
+                raise hold.answer() from None
             raise
         finally:
             self._leave(hold)
 
-    async def send(
-        self, request: web.Request, response: web.StreamResponse
-    ) -> web.StreamResponse:
+    async def send(self, request: web.Request, response: web.StreamResponse) -> web.StreamResponse:
         """The chain's answer, sent now and held when it is a live event stream (so that a
         shutdown can end it between chunks); any other answer is left for aiohttp to send."""
         if not (
@@ -144,14 +188,14 @@ class InFlight:
             and _request_kind(request) is not None
         ):
             return response
-        hold = self._enter("sse")
+        hold = self._enter(request, "sse")
         try:
             await response.prepare(request)
         except asyncio.CancelledError:
             if not hold.absorbs():
                 raise
             if not response.prepared:
-                return _shutting_down().to_response()
+                return hold.answer().to_response()
             await response.write_eof()
         except ConnectionError:
             pass  # the client is gone; aiohttp ends the exchange as it always does
@@ -167,6 +211,19 @@ class InFlight:
         """``on_shutdown``: end every held request now, and any that starts from now on."""
         self.draining = True
         for hold in list(self._holds):
-            if not hold.drained:
+            if hold.end("shutting_down"):
                 self.drained += 1
-                hold.end()
+
+    def interrupt(self, match: RequestMatch) -> int:
+        """End the held requests ``match`` picks, each as a shutdown ends it (a retryable
+        ``503`` with ``{"error": "interrupted"}``, or an SSE stream's clean end); how many.
+
+        Only requests held at this moment are ended: one that reaches its hold later has
+        run the chain later, with whatever claims its authenticator saw then.
+        """
+        ended = 0
+        for hold in list(self._holds):
+            if hold.reason is None and match(hold.request) and hold.end("interrupted"):
+                ended += 1
+        self.interrupted += ended
+        return ended

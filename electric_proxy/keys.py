@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 __all__ = [
     "CLIENT_IP",
     "CLIENT_QUERY",
+    "CREDENTIAL_EXPIRES",
     "FORK_SOURCE",
     "PRINCIPAL",
     "REFUSAL",
@@ -34,6 +35,9 @@ __all__ = [
 
 #: The ``Principal`` an authenticator identified.
 PRINCIPAL: web.RequestKey[Principal] = web.RequestKey("electric_proxy.principal")
+#: When the authenticator stops accepting the request's credential (Unix time, leeway
+#: included): a live request still held then is ended (:class:`~electric_proxy.InFlight`).
+CREDENTIAL_EXPIRES: web.RequestKey[float] = web.RequestKey("electric_proxy.credential_expires")
 #: The ``UpstreamRequest`` the endpoint parsed once; steps edit it, the forwarder sends it.
 UPSTREAM: web.RequestKey[UpstreamRequest] = web.RequestKey("electric_proxy.upstream")
 #: The serving endpoint's ``Route`` (methods, request and exposed headers).

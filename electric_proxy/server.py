@@ -40,6 +40,7 @@ from .endpoint import Endpoint, EndpointObserver
 from .health import Health
 from .http_server import own_application
 from .metrics import Metrics
+from .revocation import REVOCATIONS, Revocations
 from .runtime import run_server
 from .shapes import ShapeProxy
 from .streams import StreamProxy
@@ -61,9 +62,7 @@ MAX_CRASHES = 5
 CRASH_WINDOW = 60.0
 
 
-def build_shapes(
-    config: ProxyConfig, observers: Sequence[EndpointObserver] = ()
-) -> ShapeProxy:
+def build_shapes(config: ProxyConfig, observers: Sequence[EndpointObserver] = ()) -> ShapeProxy:
     """The shape endpoint (``[upstream]`` + ``[[chain]]``)."""
     if config.upstream is None:
         raise ConfigError(["upstream: no shape endpoint is configured"])
@@ -113,12 +112,33 @@ def build_app(config: ProxyConfig, *, worker: int = 0) -> web.Application:
         endpoint.setup(app)
     if config.health.enabled:
         Health.from_settings(endpoints, config.health).setup(app)
+    _wire_revocations(app, config, endpoints, worker)
     if metrics is not None and settings is not None:
         metrics.setup(app, path=settings.main_path)
         if settings.listener:
             port = settings.port + worker if settings.port else 0
             app.cleanup_ctx.append(metrics.listener(settings.host, port, settings.path))
     return app
+
+
+def _wire_revocations(
+    app: web.Application, config: ProxyConfig, endpoints: list[Endpoint], worker: int
+) -> None:
+    """Live revocation: always callable from code (``app[REVOCATIONS]``); subscribed to
+    Redis with ``[revocation]``; on HTTP with ``[admin]`` (worker ``i`` on ``port + i``)."""
+    shared = config.revocation
+    revocations = Revocations(endpoints)
+    if shared is not None:
+        revocations = Revocations(
+            endpoints, redis_url=shared.redis_url.get_secret_value(), channel=shared.channel
+        )
+    app[REVOCATIONS] = revocations
+    revocations.setup(app)
+    admin = config.admin
+    if admin is not None:
+        port = admin.port + worker if admin.port else 0
+        token = admin.token.get_secret_value() if admin.token is not None else None
+        app.cleanup_ctx.append(revocations.admin_listener(admin.host, port, token))
 
 
 def raise_open_file_limit() -> None:

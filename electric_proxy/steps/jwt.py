@@ -57,6 +57,7 @@ from yarl import URL
 
 from ..chain import Principal, StepMetric
 from ..errors import ServiceUnavailable, Unauthorized
+from ..keys import CREDENTIAL_EXPIRES
 from .auth import Authenticator, bearer_token
 from .jwks import JwksCache, key_fits
 
@@ -501,4 +502,15 @@ class JwtAuth(Authenticator):
         token = bearer_token(request)
         if token is None:
             return None
-        return self.principal(await self.verify(token))
+        claims = await self.verify(token)
+        principal = self.principal(claims)
+        _record_expiry(request, claims, self.leeway)
+        return principal
+
+
+def _record_expiry(request: web.Request, claims: dict[str, Any], leeway: int) -> None:
+    """Note when this token stops being accepted (``exp`` plus the leeway the check allows),
+    so that a live request it opened is ended then rather than streaming on."""
+    exp = claims.get("exp")
+    if isinstance(exp, int | float) and not isinstance(exp, bool):
+        request[CREDENTIAL_EXPIRES] = float(exp) + leeway

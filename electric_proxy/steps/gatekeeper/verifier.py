@@ -25,6 +25,8 @@ class GatekeeperVerifier(JwtAuth):
 
     Replaces both the authenticator and the policy in a chain (keep ``credentials`` after
     it). Options are :class:`~electric_proxy.steps.jwt.JwtAuth`'s plus ``shape_claim``.
+    Like ``JwtAuth`` it records the token's expiry (``CREDENTIAL_EXPIRES``), so a live
+    request held on a short-lived gatekeeper token ends when the token does.
     """
 
     shape_claim: str = Field("shape", min_length=1, description="The claim holding the shape")
