@@ -1,0 +1,420 @@
+"""Live revocation on real sockets: interrupts end exactly the matching held requests, the
+admin endpoint, Redis between two apps, and credential expiry."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import pytest
+from aiohttp import ClientSession, web
+from joserfc import jws
+from joserfc.jwk import OctKey
+
+from electric_proxy import (
+    REVOCATIONS,
+    Credentials,
+    Interrupt,
+    JwtAuth,
+    Principal,
+    Revocations,
+    ShapePolicy,
+    ShapeProxy,
+    UpstreamSettings,
+    parse_config,
+)
+from electric_proxy.config import ConfigError
+from electric_proxy.revocation import redis_available
+from electric_proxy.steps.bearer import BearerAuth
+from electric_proxy.steps.jwt import ConfiguredAlgorithms
+from electric_proxy.testing import (
+    ALICE,
+    BOB,
+    RunningUpstream,
+    auth,
+    eventually,
+    free_port,
+    serve_app,
+    start_electric,
+    unavailable,
+)
+
+SHAPE = "/v1/shape"
+HS_SECRET = "hs-secret-for-the-revocation-tests-0123456789abcdef"
+
+
+@pytest.fixture
+async def slow_upstream(aiohttp_server: Any) -> RunningUpstream:
+    """Live requests held for 30 s: only the test ends them (a change or an interrupt)."""
+    return await start_electric(aiohttp_server, long_poll_timeout=30.0, sse_timeout=30.0)
+
+
+class Claims:
+    """A session store the test edits: the callback reads the claims on every request."""
+
+    def __init__(self) -> None:
+        self.by_token = {
+            ALICE: Principal("alice", {"sub": "alice", "org_id": "acme"}),
+            BOB: Principal("bob", {"sub": "bob", "org_id": "globex"}),
+        }
+
+    async def __call__(self, request: web.Request) -> Principal | None:
+        token = request.headers.get("Authorization", "").removeprefix("Bearer ")
+        return self.by_token.get(token)
+
+
+def chain(upstream: RunningUpstream, claims: Claims) -> list[Any]:
+    columns = ["id", "org_id", "title", "done"]
+    return [
+        BearerAuth(callback=claims),
+        ShapePolicy(
+            shapes={
+                "todos": {"where": "org_id = :org_id", "columns": columns},
+                "titles": {"table": "todos", "where": "org_id = :org_id", "columns": columns[:3]},
+            }
+        ),
+        Credentials(secret=upstream.secret),
+    ]
+
+
+class Held:
+    """Live requests sent through one proxy, each remembered by a name."""
+
+    def __init__(self, client: Any, shape: ShapeProxy, upstream: RunningUpstream) -> None:
+        self.client = client
+        self.shape = shape
+        self.upstream = upstream
+        self.tasks: dict[str, asyncio.Task[Any]] = {}
+
+    async def hold(self, name: str, token: str, table: str = "todos", sse: bool = False) -> None:
+        first = await self.client.get(
+            SHAPE, params={"offset": "-1", "table": table}, headers=auth(token)
+        )
+        assert first.status == 200, await first.text()
+        await first.read()
+        params = {
+            "table": table,
+            "handle": first.headers["electric-handle"],
+            "offset": first.headers["electric-offset"],
+            "live": "true",
+            "cursor": name,  # distinct: identical long-polls would share one upstream request
+        }
+        headers = auth(token)
+        if sse:
+            params["live_sse"] = "true"
+            headers["Accept"] = "text/event-stream"
+        before = self.held()
+        self.tasks[name] = asyncio.create_task(self._get(params, headers, sse))
+        await eventually(lambda: self.held() == before + 1, within=10)
+
+    async def _get(self, params: dict[str, str], headers: dict[str, str], sse: bool) -> Any:
+        resp = await self.client.get(SHAPE, params=params, headers=headers)
+        body = await resp.read()
+        return resp.status, resp.headers, body
+
+    def held(self) -> int:
+        return sum(self.shape.inflight.held.values())
+
+    async def ended(self, name: str) -> tuple[int, Any, bytes]:
+        result: tuple[int, Any, bytes] = await asyncio.wait_for(self.tasks[name], 10)
+        return result
+
+    def waiting(self, *names: str) -> bool:
+        return all(not self.tasks[n].done() for n in names)
+
+    async def close(self) -> None:
+        """Leave the requests still held (the client goes away), so teardown is quick."""
+        for task in self.tasks.values():
+            task.cancel()
+        await asyncio.gather(*self.tasks.values(), return_exceptions=True)
+
+
+@pytest.fixture
+async def held(aiohttp_client: Any, slow_upstream: RunningUpstream) -> AsyncIterator[Held]:
+    shape = ShapeProxy(
+        upstream=UpstreamSettings(url=slow_upstream.url), chain=chain(slow_upstream, Claims())
+    )
+    client = await aiohttp_client(shape.app())
+    h = Held(client, shape, slow_upstream)
+    yield h
+    await h.close()
+
+
+def assert_interrupted(result: tuple[int, Any, bytes]) -> None:
+    status, headers, body = result
+    assert status == 503
+    assert headers["Retry-After"] == "0"
+    assert json.loads(body)["error"] == "interrupted"
+
+
+async def test_interrupt_by_principal_ends_only_that_users_requests(held: Held) -> None:
+    await held.hold("alice-1", ALICE)
+    await held.hold("alice-2", ALICE, table="titles")
+    await held.hold("bob", BOB)
+    revocations = Revocations([held.shape])
+    assert revocations.interrupt(principal="alice") == 2
+    assert_interrupted(await held.ended("alice-1"))
+    assert_interrupted(await held.ended("alice-2"))
+    # Bob's request is still held: it ends only when his shape changes.
+    assert held.waiting("bob") and held.shape.inflight.held["long_poll"] == 1
+    held.upstream.electric.insert(
+        "todos", {"id": 50, "org_id": "globex", "title": "b", "done": False}
+    )
+    status, _, body = await held.ended("bob")
+    assert status == 200 and b'"b"' in body
+    assert held.shape.inflight.interrupted == 2
+
+
+async def test_interrupt_by_claim_shape_and_predicate(held: Held) -> None:
+    revocations = Revocations([held.shape])
+    await held.hold("alice", ALICE)
+    await held.hold("alice-titles", ALICE, table="titles")
+    await held.hold("bob", BOB)
+    await held.hold("bob-titles", BOB, table="titles")
+
+    assert revocations.interrupt(claim={"org_id": "globex"}, shape="titles") == 1
+    assert_interrupted(await held.ended("bob-titles"))
+    assert held.waiting("alice", "alice-titles", "bob")
+
+    assert revocations.interrupt(shape="titles") == 1
+    assert_interrupted(await held.ended("alice-titles"))
+    assert held.waiting("alice", "bob")
+
+    # A predicate over (principal, upstream request): what the policy actually sent.
+    assert revocations.interrupt(where=lambda p, up: up.query.get("params[1]") == "acme") == 1
+    assert_interrupted(await held.ended("alice"))
+    assert held.waiting("bob")
+    # Nothing matches: nothing ends.
+    assert revocations.interrupt(principal="carol") == 0
+    assert revocations.interrupt(claim={"org_id": "initech"}) == 0
+    assert held.waiting("bob")
+
+
+async def test_an_interrupted_sse_stream_ends_cleanly(held: Held) -> None:
+    await held.hold("alice", ALICE, sse=True)
+    await held.hold("bob", BOB, sse=True)
+    assert Revocations([held.shape]).interrupt(principal="alice") == 1
+    status, _, body = await held.ended("alice")
+    # The stream's 200 was already sent: it ends as Electric ends it every 60 s.
+    assert status == 200
+    assert body == b"" or body.endswith(b"\n\n")
+    assert held.waiting("bob")
+
+
+async def test_the_re_request_runs_the_chain_with_fresh_claims(
+    aiohttp_client: Any, slow_upstream: RunningUpstream
+) -> None:
+    claims = Claims()
+    shape = ShapeProxy(upstream=slow_upstream.url, chain=chain(slow_upstream, claims))
+    client = await aiohttp_client(shape.app())
+    h = Held(client, shape, slow_upstream)
+    await h.hold("alice", ALICE)
+    # Alice loses her organisation, then her held request is interrupted.
+    claims.by_token[ALICE] = Principal("alice", {"sub": "alice"})
+    assert Revocations([shape]).interrupt(principal="alice") == 1
+    assert_interrupted(await h.ended("alice"))
+    again = await client.get(SHAPE, params={"offset": "-1", "table": "todos"}, headers=auth(ALICE))
+    assert again.status == 403
+
+
+def test_an_interrupt_needs_a_criterion() -> None:
+    with pytest.raises(ValueError):
+        Revocations().interrupt()
+    with pytest.raises(ValueError):
+        Interrupt.from_json({})
+    with pytest.raises(ValueError):
+        Interrupt.from_json({"principal": "alice", "role": "admin"})
+    with pytest.raises(ValueError):
+        Interrupt.from_json({"claim": {"org": {"nested": 1}}})
+    assert Interrupt.from_json({"claim": {"org_id": "acme"}}).claims == {"org_id": "acme"}
+
+
+# -- the admin endpoint ----------------------------------------------------------------------
+
+
+def config(upstream: RunningUpstream, **sections: Any) -> dict[str, Any]:
+    return {
+        "upstream": {"url": upstream.url},
+        "chain": [
+            {
+                "use": "bearer",
+                "tokens": [
+                    {"token": ALICE, "sub": "alice", "claims": {"org_id": "acme"}},
+                    {"token": BOB, "sub": "bob", "claims": {"org_id": "globex"}},
+                ],
+            },
+            {"use": "policy", "shapes": {"todos": {"where": "org_id = :org_id"}}},
+            {"use": "credentials", "secret": upstream.secret},
+        ],
+        **sections,
+    }
+
+
+def test_the_admin_endpoint_is_off_by_default_and_refuses_open_hosts() -> None:
+    raw = {"upstream": {"url": "http://127.0.0.1:1/v1/shape"}}
+    assert parse_config(raw).admin is None
+    with pytest.raises(ConfigError, match=r"admin: .*not loopback: set `token`"):
+        parse_config({**raw, "admin": {"host": "0.0.0.0"}})
+    with pytest.raises(ConfigError, match=r"admin\.token"):
+        parse_config({**raw, "admin": {"token": "short"}})
+    shown = parse_config({**raw, "admin": {"host": "0.0.0.0", "token": "t" * 20}}).describe()
+    assert "t" * 20 not in json.dumps(shown)
+
+
+async def test_no_admin_listener_without_the_section(slow_upstream: RunningUpstream) -> None:
+    app = parse_config(config(slow_upstream)).app()
+    async with serve_app(app):
+        assert app[REVOCATIONS].addresses == []
+
+
+async def test_the_admin_endpoint_needs_its_token_and_answers_how_many_ended(
+    aiohttp_client: Any, slow_upstream: RunningUpstream
+) -> None:
+    token = "admin-token-0123456789abcdef"
+    app = parse_config(config(slow_upstream, admin={"port": 0, "token": token})).app()
+    client = await aiohttp_client(app)
+    revocations = app[REVOCATIONS]
+    shape = revocations.endpoints[0]
+    assert isinstance(shape, ShapeProxy)
+    h = Held(client, shape, slow_upstream)
+    await h.hold("alice", ALICE)
+    await h.hold("bob", BOB)
+    host, port = revocations.addresses[0][:2]
+    url = f"http://{host}:{port}/admin/interrupt"
+    async with ClientSession() as session:
+        for headers in ({}, {"Authorization": "Bearer wrong-token-0123456789"}):
+            async with session.post(url, json={"principal": "alice"}, headers=headers) as resp:
+                assert resp.status == 401
+        assert h.waiting("alice", "bob")
+        good = {"Authorization": f"Bearer {token}"}
+        for body in ({}, {"user": "alice"}, {"claim": ["org_id"]}):
+            async with session.post(url, json=body, headers=good) as resp:
+                assert resp.status == 400, body
+        async with session.post(url, data=b"{not json", headers=good) as resp:
+            assert resp.status == 400
+        async with session.post(url, json={"claim": {"org_id": "acme"}}, headers=good) as resp:
+            assert resp.status == 200
+            assert await resp.json() == {"ended": 1, "replicas": 0}
+            assert resp.headers["Cache-Control"] == "no-store"
+        async with session.get(url, headers=good) as resp:
+            assert resp.status == 405
+    assert_interrupted(await h.ended("alice"))
+    assert h.waiting("bob")
+    await h.close()
+
+
+# -- Redis: two apps, one channel ------------------------------------------------------------
+
+
+@pytest.fixture
+def redis_url(tmp_path: Any) -> Iterator[str]:
+    import shutil
+    import subprocess
+
+    binary = shutil.which("redis-server")
+    if binary is None or not redis_available():
+        unavailable("redis-server and the redis package are needed (scripts/redis-setup)")
+    assert binary is not None
+    port = free_port()
+    process = subprocess.Popen(
+        [
+            binary,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(tmp_path),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    import socket
+
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                break
+        except OSError:
+            if time.monotonic() > deadline or process.poll() is not None:
+                process.kill()
+                pytest.fail("redis-server did not start")
+            time.sleep(0.02)
+    yield f"redis://127.0.0.1:{port}/0"
+    process.terminate()
+    process.wait(10)
+
+
+async def test_an_interrupt_published_on_one_app_ends_the_request_held_on_another(
+    aiohttp_client: Any, slow_upstream: RunningUpstream, redis_url: str
+) -> None:
+    replicas = []
+    for _ in range(2):
+        app = parse_config(config(slow_upstream, revocation={"redis_url": redis_url})).app()
+        client = await aiohttp_client(app)
+        replicas.append((app, client))
+    (app_a, _), (app_b, client_b) = replicas
+    a, b = app_a[REVOCATIONS], app_b[REVOCATIONS]
+    await eventually(lambda: a.subscribed and b.subscribed, within=10)
+    shape_b = b.endpoints[0]
+    assert isinstance(shape_b, ShapeProxy)
+    h = Held(client_b, shape_b, slow_upstream)
+    await h.hold("alice", ALICE)
+    await h.hold("bob", BOB)
+    published = await a.publish(Interrupt(principal="alice"))
+    assert published.ended == 0  # nothing held on A ...
+    assert published.replicas == 1  # ... and B was told
+    assert_interrupted(await h.ended("alice"))
+    assert h.waiting("bob")
+    assert b.received == 1 and a.received == 0
+    await h.close()
+
+
+# -- credential expiry -----------------------------------------------------------------------
+
+
+def jwt(exp: int, sub: str = "alice", org: str = "acme") -> str:
+    payload = {"sub": sub, "org_id": org, "exp": exp}
+    return jws.serialize_compact(
+        {"alg": "HS256", "typ": "JWT"},
+        json.dumps(payload),
+        OctKey.import_key(HS_SECRET.encode()),
+        registry=ConfiguredAlgorithms(algorithms=["HS256"]),
+    )
+
+
+@pytest.mark.parametrize("sse", [False, True], ids=["long-poll", "sse"])
+async def test_a_held_request_ends_when_its_token_expires(
+    aiohttp_client: Any, slow_upstream: RunningUpstream, sse: bool
+) -> None:
+    steps = [
+        JwtAuth(algorithms=["HS256"], secret=HS_SECRET, leeway=0),
+        ShapePolicy(shapes={"todos": {"where": "org_id = :org_id"}}),
+        Credentials(secret=slow_upstream.secret),
+    ]
+    shape = ShapeProxy(upstream=slow_upstream.url, chain=steps)
+    client = await aiohttp_client(shape.app())
+    h = Held(client, shape, slow_upstream)
+    short = jwt(int(time.time()) + 4)
+    long = jwt(int(time.time()) + 300, sub="bob", org="globex")
+    await h.hold("short", short, sse=sse)
+    await h.hold("long", long, sse=sse)
+    status, _, body = await h.ended("short")
+    if sse:
+        assert status == 200 and (body == b"" or body.endswith(b"\n\n"))
+    else:
+        assert status == 503 and json.loads(body)["error"] == "credential_expired"
+    assert h.waiting("long")
+    assert shape.inflight.expired == 1
+    again = await client.get(SHAPE, params={"offset": "-1"}, headers=auth(short))
+    assert again.status == 401
+    assert (await again.json())["error"] == "expired_token"
+    await h.close()
