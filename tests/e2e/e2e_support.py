@@ -144,6 +144,8 @@ class Stack:
     upstream_origin: str
     proxy_origin: str
     exchanges: list[Exchange]
+    #: The shape endpoint itself, for tests that act on it (live revocation).
+    proxy: ShapeProxy | None = None
 
     @property
     def electric(self) -> FakeElectric:
@@ -228,6 +230,7 @@ async def running_stack(
             upstream_origin=upstream_origin,
             proxy_origin=proxy_origin,
             exchanges=exchanges,
+            proxy=proxy,
         )
 
 
