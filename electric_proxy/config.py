@@ -33,7 +33,7 @@ from __future__ import annotations
 import os
 import string
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -365,6 +365,25 @@ def _route_problems(
     ]
 
 
+def _optional(
+    model: type[M],
+    data: Mapping[str, Any],
+    section: str,
+    problems: list[str],
+    available: Callable[[], bool],
+    package: str,
+) -> M | None:
+    """A section that needs an extra: validated when present, and a problem without it."""
+    if section not in data:
+        return None
+    settings = _model(model, data[section], section, problems)
+    if not available():
+        problems.append(
+            f"{section}: needs {package} package: pip install 'electric-proxy[{section}]'"
+        )
+    return settings
+
+
 def parse_config(raw: Mapping[str, Any], *, base: Path = Path()) -> ProxyConfig:
     problems: list[str] = []
     data = _resolve(raw, (), base, problems)
@@ -384,22 +403,13 @@ def parse_config(raw: Mapping[str, Any], *, base: Path = Path()) -> ProxyConfig:
     ]
     server = _model(ServerSettings, data.get("server"), "server", problems)
     health = _model(HealthSettings, data.get("health"), "health", problems)
-    metrics = None
-    if "metrics" in data:
-        metrics = _model(MetricsSettings, data["metrics"], "metrics", problems)
-        if not metrics_available():
-            problems.append(
-                "metrics: needs the prometheus-client package: "
-                "pip install 'electric-proxy[metrics]'"
-            )
+    metrics = _optional(
+        MetricsSettings, data, "metrics", problems, metrics_available, "the prometheus-client"
+    )
     admin = _model(AdminSettings, data["admin"], "admin", problems) if "admin" in data else None
-    revocation = None
-    if "revocation" in data:
-        revocation = _model(RevocationSettings, data["revocation"], "revocation", problems)
-        if not redis_available():
-            problems.append(
-                "revocation: needs the redis package: pip install 'electric-proxy[revocation]'"
-            )
+    revocation = _optional(
+        RevocationSettings, data, "revocation", problems, redis_available, "the redis"
+    )
     upstream = None
     steps: Steps = ()
     if "upstream" in data or "chain" in data or "streams" not in data:

@@ -28,7 +28,6 @@ import asyncio
 import contextlib
 import hashlib
 import hmac
-import ipaddress
 import json
 import logging
 import secrets
@@ -44,6 +43,7 @@ from .errors import InvalidBody, ProxyError, ServiceUnavailable, Unauthorized
 from .http_server import own_application
 from .json_input import JsonInputError, load_client_json
 from .keys import PRINCIPAL, UPSTREAM
+from .steps.jwt import is_loopback
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -175,15 +175,6 @@ class RevocationSettings(BaseModel):
         return value
 
 
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
-
-
 class AdminSettings(BaseModel):
     """The ``[admin]`` section: ``POST /admin/interrupt`` on a listener of its own.
 
@@ -205,7 +196,7 @@ class AdminSettings(BaseModel):
         return value
 
     def model_post_init(self, context: Any, /) -> None:
-        if self.token is None and not _is_loopback(self.host):
+        if self.token is None and not is_loopback(self.host):
             raise ValueError(f"host {self.host} is not loopback: set `token` as well")
 
 

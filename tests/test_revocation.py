@@ -10,13 +10,15 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
-from aiohttp import ClientSession, web
+from aiohttp import ClientSession, TCPConnector, web
 from joserfc import jws
 from joserfc.jwk import OctKey
 
 from electric_proxy import (
+    CREDENTIAL_EXPIRES,
     REVOCATIONS,
     Credentials,
+    GatekeeperVerifier,
     Interrupt,
     JwtAuth,
     Principal,
@@ -418,3 +420,76 @@ async def test_a_held_request_ends_when_its_token_expires(
     assert again.status == 401
     assert (await again.json())["error"] == "expired_token"
     await h.close()
+
+
+async def test_revoking_many_held_requests_leaves_no_task_or_connection(
+    slow_upstream: RunningUpstream,
+) -> None:
+    """``benchmarks/revocation.py`` measures 1,000; here 100, checked rather than timed."""
+    count = 100
+    shape = ShapeProxy(upstream=slow_upstream.url, chain=chain(slow_upstream, Claims()))
+    electric = slow_upstream.electric
+    async with (
+        serve_app(shape.app()) as origin,
+        # No keep-alive: a pooled connection (and its server task) would look like a leak.
+        ClientSession(connector=TCPConnector(limit=0, force_close=True)) as client,
+    ):
+        url = origin + SHAPE
+        baseline = len(asyncio.all_tasks())
+        first = await client.get(
+            url, params={"offset": "-1", "table": "todos"}, headers=auth(ALICE)
+        )
+        await first.read()
+        position = {
+            "table": "todos",
+            "handle": first.headers["electric-handle"],
+            "offset": first.headers["electric-offset"],
+            "live": "true",
+        }
+
+        async def hold(n: int) -> int:
+            params = {**position, "cursor": str(n)}
+            async with client.get(url, params=params, headers=auth(ALICE)) as resp:
+                await resp.read()
+                return resp.status
+
+        waiting = [asyncio.create_task(hold(n)) for n in range(count)]
+        await eventually(lambda: electric.held == count, within=30)
+        assert Revocations([shape]).interrupt(claim={"org_id": "acme"}) == count
+        assert set(await asyncio.gather(*waiting)) == {503}
+        await eventually(lambda: electric.held == 0)
+        await eventually(
+            lambda: len(asyncio.all_tasks()) <= baseline,
+            within=10,
+            message=lambda: f"{len(asyncio.all_tasks())} tasks, {baseline} before",
+        )
+        assert shape.inflight.held == {"long_poll": 0, "sse": 0}
+
+
+async def test_the_gatekeeper_records_its_tokens_expiry(
+    aiohttp_client: Any, slow_upstream: RunningUpstream
+) -> None:
+    seen: list[float | None] = []
+
+    async def look(request: web.Request, handler: Any) -> web.StreamResponse:
+        seen.append(request.get(CREDENTIAL_EXPIRES))
+        return await handler(request)
+
+    gatekeeper = GatekeeperVerifier(algorithms=["HS256"], secret=HS_SECRET, leeway=5)
+    claim = {"table": "todos", "where": "org_id = $1", "params": ["acme"]}
+    exp = int(time.time()) + 60
+    token = jws.serialize_compact(
+        {"alg": "HS256", "typ": "JWT"},
+        json.dumps({"sub": "alice", "exp": exp, "shape": claim}),
+        OctKey.import_key(HS_SECRET.encode()),
+        registry=ConfiguredAlgorithms(algorithms=["HS256"]),
+    )
+    shape = ShapeProxy(
+        upstream=slow_upstream.url,
+        chain=[gatekeeper, look, Credentials(secret=slow_upstream.secret)],
+    )
+    client = await aiohttp_client(shape.app())
+    params = {"offset": "-1", "table": "todos", "where": "org_id = $1", "params[1]": "acme"}
+    resp = await client.get(SHAPE, params=params, headers=auth(token))
+    assert resp.status == 200, await resp.text()
+    assert seen == [exp + 5]

@@ -262,7 +262,8 @@ def _refused(message: str, *, code: str = "invalid_token") -> Unauthorized:
     return Unauthorized(message, code=code)
 
 
-def _is_loopback(host: str | None) -> bool:
+def is_loopback(host: str | None) -> bool:
+    """Whether ``host`` names this machine (plain http to it cannot be intercepted)."""
     if host is None:
         return False
     if host == "localhost":
@@ -392,7 +393,7 @@ class JwtAuth(Authenticator):
             keys = self._static_keys("public_keys", self.public_keys)
         else:
             url = URL(cast(str, self.jwks_url))
-            if url.scheme != "https" and not (self.jwks_allow_http or _is_loopback(url.host)):
+            if url.scheme != "https" and not (self.jwks_allow_http or is_loopback(url.host)):
                 raise ValueError(
                     "`jwks_url` must be https (anyone on the path could swap the keys); "
                     "set `jwks_allow_http = true` to accept the risk"

@@ -87,6 +87,7 @@ class ShapeRule(BaseModel):
                     + ")"
                 )
         return self
+
     leakproof: bool = Field(
         True, description="Refuse client filters that could fail on other tenants' rows"
     )
