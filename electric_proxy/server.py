@@ -198,6 +198,12 @@ def serve_workers(config: ProxyConfig, host: str, port: int, workers: int) -> in
             "worker at random; use the metrics listener (worker i listens on port + i)"
         )
         return 1
+    if config.admin is not None and config.revocation is None:
+        workers_log.error(
+            "[admin] with --workers needs [revocation]: an interrupt sent to one worker would "
+            "end that worker's requests only; set [revocation] redis_url"
+        )
+        return 1
     sock = socket.create_server((host, port), backlog=config.server.backlog)
     sock.set_inheritable(True)
     workers_log.info(

@@ -39,7 +39,9 @@ from electric_proxy.testing import (
     auth,
     eventually,
     free_port,
+    read_until,
     serve_app,
+    start_cli,
     start_electric,
     unavailable,
 )
@@ -493,3 +495,80 @@ async def test_the_gatekeeper_records_its_tokens_expiry(
     resp = await client.get(SHAPE, params=params, headers=auth(token))
     assert resp.status == 200, await resp.text()
     assert seen == [exp + 5]
+
+
+async def test_workers_share_interrupts_through_redis(
+    tmp_path: Any, slow_upstream: RunningUpstream, redis_url: str
+) -> None:
+    """``serve --workers 2``: the admin endpoint of worker 0 ends held requests on both."""
+    port, admin_port = free_port(), free_port(consecutive=2)
+    token = "admin-token-0123456789abcdef"
+    path = tmp_path / "proxy.toml"
+    path.write_text(
+        f"[server]\nport = {port}\n"
+        f'[upstream]\nurl = "{slow_upstream.url}"\n'
+        f'[[chain]]\nuse = "bearer"\n'
+        f'tokens = [{{ token = "{ALICE}", sub = "alice", claims = {{ org_id = "acme" }} }}]\n'
+        f'[[chain]]\nuse = "policy"\nshapes = {{ todos = {{ where = "org_id = :org_id" }} }}\n'
+        f'[[chain]]\nuse = "credentials"\nsecret = "{slow_upstream.secret}"\n'
+        f'[admin]\nport = {admin_port}\ntoken = "{token}"\n'
+        f'[revocation]\nredis_url = "{redis_url}"\n'
+    )
+    proc = await start_cli("serve", "--config", str(path), "--workers", "2")
+    assert proc.stdout is not None
+    output = ""
+    try:
+        for _ in range(2):
+            output += await read_until(proc.stdout, "revocations subscribed")
+        electric = slow_upstream.electric
+        origin = f"http://127.0.0.1:{port}"
+        async with ClientSession(connector=TCPConnector(force_close=True)) as session:
+            first = await session.get(
+                origin + SHAPE, params={"offset": "-1", "table": "todos"}, headers=auth(ALICE)
+            )
+            await first.read()
+            position = {
+                "table": "todos",
+                "handle": first.headers["electric-handle"],
+                "offset": first.headers["electric-offset"],
+                "live": "true",
+            }
+
+            async def hold(n: int) -> int:
+                params = {**position, "cursor": str(n)}
+                async with session.get(origin + SHAPE, params=params, headers=auth(ALICE)) as r:
+                    await r.read()
+                    return r.status
+
+            # Fresh connections: the kernel spreads them over both workers.
+            waiting = [asyncio.create_task(hold(n)) for n in range(8)]
+            await electric.wait_until(lambda: electric.held == 8, within=15)
+            async with session.post(
+                f"http://127.0.0.1:{admin_port}/admin/interrupt",
+                json={"principal": "alice"},
+                headers={"Authorization": f"Bearer {token}"},
+            ) as resp:
+                assert resp.status == 200
+                answer = await resp.json()
+            assert answer["replicas"] == 1  # worker 1 was told
+            # Every held request ends, wherever it was held.
+            assert await asyncio.wait_for(asyncio.gather(*waiting), 15) == [503] * 8
+            await electric.wait_until(lambda: electric.held == 0)
+    finally:
+        if proc.returncode is None:
+            proc.terminate()
+        output += (await asyncio.wait_for(proc.communicate(), 20))[0].decode()
+    assert proc.returncode == 0, output
+    assert token not in output and redis_url not in output
+
+
+async def test_workers_refuse_an_admin_endpoint_without_redis(tmp_path: Any) -> None:
+    path = tmp_path / "proxy.toml"
+    path.write_text(
+        f'[server]\nport = {free_port()}\n[upstream]\nurl = "http://127.0.0.1:9/v1/shape"\n'
+        "[admin]\nport = 0\n"
+    )
+    proc = await start_cli("serve", "--config", str(path), "--workers", "2")
+    output = (await asyncio.wait_for(proc.communicate(), 20))[0].decode()
+    assert proc.returncode == 1
+    assert "[admin] with --workers needs [revocation]" in output
