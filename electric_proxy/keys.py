@@ -36,7 +36,7 @@ __all__ = [
 #: The ``Principal`` an authenticator identified.
 PRINCIPAL: web.RequestKey[Principal] = web.RequestKey("electric_proxy.principal")
 #: When the authenticator stops accepting the request's credential (Unix time, leeway
-#: included): a live request still held then is ended (:class:`~electric_proxy.InFlight`).
+#: included): a live request still held then is ended (:class:`~electric_proxy.inflight.InFlight`).
 CREDENTIAL_EXPIRES: web.RequestKey[float] = web.RequestKey("electric_proxy.credential_expires")
 #: The ``UpstreamRequest`` the endpoint parsed once; steps edit it, the forwarder sends it.
 UPSTREAM: web.RequestKey[UpstreamRequest] = web.RequestKey("electric_proxy.upstream")

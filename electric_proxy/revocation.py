@@ -11,9 +11,10 @@ an :class:`Interrupt` (a principal id, claim values, a shape name) or a predicat
     await change_permissions("alice")            # your database, your session store
     revocations.interrupt(principal="alice")     # her held requests end now
 
-Each is ended as :class:`~electric_proxy.InFlight` ends it on shutdown (a retryable ``503``
+Each is ended as :class:`~electric_proxy.inflight.InFlight` ends it on shutdown (a retryable ``503``
 ``{"error": "interrupted"}`` made inside the chain, or an SSE stream's clean end), so the
-client re-requests at once from its offset and the chain runs again with fresh claims.
+client re-requests from its offset (after its own backoff, under a second) and the chain
+runs again with fresh claims.
 
 Across replicas and ``--workers``, ``redis_url`` makes every ``Revocations`` subscribe to one
 Redis pub/sub channel for the app's lifetime: :meth:`Revocations.publish` ends the matching
@@ -83,27 +84,28 @@ def redis_available() -> bool:
 class Interrupt:
     """Which held requests to end: every given criterion must hold (an AND).
 
-    ``principal`` is the id an authenticator gave; ``claims`` maps dotted claim paths
+    ``principal`` is the id an authenticator gave; ``claim`` maps dotted claim paths
     (``org.id``) to the value they must have; ``shape`` is the shape's name as the client
     asks for it (``table=``) or the table the policy sent upstream.
     """
 
     principal: str | None = None
-    claims: Mapping[str, Scalar] = field(default_factory=dict)
+    claim: Mapping[str, Scalar] = field(default_factory=dict)
     shape: str | None = None
 
     def __post_init__(self) -> None:
-        if self.principal is None and not self.claims and self.shape is None:
+        if self.principal is None and not self.claim and self.shape is None:
             raise ValueError("an interrupt needs a principal, a claim or a shape")
 
     def matches(self, request: web.Request) -> bool:
+        """Whether a held request is one of these; a claim the principal lacks never matches."""
         principal = request.get(PRINCIPAL)
         if self.principal is not None and (principal is None or principal.id != self.principal):
             return False
-        if self.claims:
+        if self.claim:
             if principal is None:
                 return False
-            for path, value in self.claims.items():
+            for path, value in self.claim.items():
                 try:
                     if principal.claim(path) != value:
                         return False
@@ -120,8 +122,8 @@ class Interrupt:
         out: dict[str, Any] = {}
         if self.principal is not None:
             out["principal"] = self.principal
-        if self.claims:
-            out["claim"] = dict(self.claims)
+        if self.claim:
+            out["claim"] = dict(self.claim)
         if self.shape is not None:
             out["shape"] = self.shape
         return out
@@ -137,7 +139,7 @@ class Interrupt:
                 for e in exc.errors(include_url=False, include_input=False)
             )
             raise ValueError(problems) from None
-        return cls(principal=body.principal, claims=body.claim, shape=body.shape)
+        return cls(principal=body.principal, claim=body.claim, shape=body.shape)
 
 
 class _InterruptBody(BaseModel):
@@ -233,6 +235,7 @@ class Revocations:
         self._publisher: Redis | None = None
 
     def add(self, endpoint: Endpoint) -> None:
+        """Cover one more endpoint (one built after this object, or mounted elsewhere)."""
         self.endpoints.append(endpoint)
 
     def end(self, match: Callable[[web.Request], bool]) -> int:
@@ -254,7 +257,7 @@ class Revocations:
         """
         criteria = None
         if principal is not None or claim or shape is not None:
-            criteria = Interrupt(principal=principal, claims=dict(claim or {}), shape=shape)
+            criteria = Interrupt(principal=principal, claim=dict(claim or {}), shape=shape)
         elif where is None:
             raise ValueError("give a principal, a claim, a shape or a predicate")
 

@@ -236,7 +236,7 @@ def test_an_interrupt_needs_a_criterion() -> None:
         Interrupt.from_json({"principal": "alice", "role": "admin"})
     with pytest.raises(ValueError):
         Interrupt.from_json({"claim": {"org": {"nested": 1}}})
-    assert Interrupt.from_json({"claim": {"org_id": "acme"}}).claims == {"org_id": "acme"}
+    assert Interrupt.from_json({"claim": {"org_id": "acme"}}).claim == {"org_id": "acme"}
 
 
 # -- the admin endpoint ----------------------------------------------------------------------
