@@ -455,6 +455,29 @@ async def test_a_held_request_ends_when_its_token_expires(
     await h.close()
 
 
+async def alice_holds(session: ClientSession, url: str, count: int) -> list[asyncio.Task[int]]:
+    """Sync Alice's todos once, then send ``count`` long-polls with distinct cursors (none
+    shares an upstream request); the tasks give each answer's status."""
+    async with session.get(
+        url, params={"offset": "-1", "table": "todos"}, headers=auth(ALICE)
+    ) as first:
+        await first.read()
+        position = {
+            "table": "todos",
+            "handle": first.headers["electric-handle"],
+            "offset": first.headers["electric-offset"],
+            "live": "true",
+        }
+
+    async def hold(n: int) -> int:
+        params = {**position, "cursor": str(n)}
+        async with session.get(url, params=params, headers=auth(ALICE)) as resp:
+            await resp.read()
+            return resp.status
+
+    return [asyncio.create_task(hold(n)) for n in range(count)]
+
+
 async def test_revoking_many_held_requests_leaves_no_task_or_connection(
     slow_upstream: RunningUpstream,
 ) -> None:
@@ -469,24 +492,7 @@ async def test_revoking_many_held_requests_leaves_no_task_or_connection(
     ):
         url = origin + SHAPE
         baseline = len(asyncio.all_tasks())
-        first = await client.get(
-            url, params={"offset": "-1", "table": "todos"}, headers=auth(ALICE)
-        )
-        await first.read()
-        position = {
-            "table": "todos",
-            "handle": first.headers["electric-handle"],
-            "offset": first.headers["electric-offset"],
-            "live": "true",
-        }
-
-        async def hold(n: int) -> int:
-            params = {**position, "cursor": str(n)}
-            async with client.get(url, params=params, headers=auth(ALICE)) as resp:
-                await resp.read()
-                return resp.status
-
-        waiting = [asyncio.create_task(hold(n)) for n in range(count)]
+        waiting = await alice_holds(client, url, count)
         await eventually(lambda: electric.held == count, within=30)
         assert Revocations([shape]).interrupt(claim={"org_id": "acme"}) == count
         assert set(await asyncio.gather(*waiting)) == {503}
@@ -554,25 +560,8 @@ async def test_workers_share_interrupts_through_redis(
         electric = slow_upstream.electric
         origin = f"http://127.0.0.1:{port}"
         async with ClientSession(connector=TCPConnector(force_close=True)) as session:
-            first = await session.get(
-                origin + SHAPE, params={"offset": "-1", "table": "todos"}, headers=auth(ALICE)
-            )
-            await first.read()
-            position = {
-                "table": "todos",
-                "handle": first.headers["electric-handle"],
-                "offset": first.headers["electric-offset"],
-                "live": "true",
-            }
-
-            async def hold(n: int) -> int:
-                params = {**position, "cursor": str(n)}
-                async with session.get(origin + SHAPE, params=params, headers=auth(ALICE)) as r:
-                    await r.read()
-                    return r.status
-
             # Fresh connections: the kernel spreads them over both workers.
-            waiting = [asyncio.create_task(hold(n)) for n in range(8)]
+            waiting = await alice_holds(session, origin + SHAPE, 8)
             await electric.wait_until(lambda: electric.held == 8, within=15)
             async with session.post(
                 f"http://127.0.0.1:{admin_port}/admin/interrupt",
