@@ -114,7 +114,8 @@ class InFlight:
 
     ``held`` counts the requests held right now by kind (for the metrics gauge);
     ``drained``, ``interrupted`` and ``expired`` count those ended by a shutdown, by
-    :meth:`interrupt` and by their credential's expiry.
+    :meth:`interrupt` and by their credential's expiry. ``clock`` is the wall clock
+    (Unix time) a recorded expiry is compared with; tests pass their own.
     """
 
     def __init__(self, clock: Callable[[], float] = time.time) -> None:
