@@ -32,6 +32,7 @@ from .errors import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
+from .explain import Decision, explain, explain_async
 from .forward import UpstreamResponse, UpstreamSettings
 from .health import Health, HealthSettings
 from .http_server import ProxyRunner, own_application, server_options
@@ -87,6 +88,7 @@ __all__ = [
     "ConfigError",
     "Cors",
     "Credentials",
+    "Decision",
     "DuplicateParameter",
     "ElectricProxyError",
     "EndpointObserver",
@@ -142,6 +144,8 @@ __all__ = [
     "build_step",
     "client_query",
     "current_request_id",
+    "explain",
+    "explain_async",
     "live_kind",
     "load_config",
     "make_private",

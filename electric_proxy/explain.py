@@ -26,6 +26,7 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 
 import aiohttp
 from aiohttp import web
@@ -47,6 +48,9 @@ __all__ = ["MASK", "Decision", "explain", "explain_async"]
 MASK = "**********"
 #: Query parameters that carry Electric's credentials, masked whatever step set them.
 _SECRET_PARAMS = frozenset({"secret", "api_secret", "source_secret"})
+#: Characters of a request target kept as typed: printable ASCII that RFC 3986 allows, '%'
+#: included, so percent-escapes reach the endpoint exactly as a client would send them.
+_TARGET_SAFE = "".join(chr(c) for c in range(0x21, 0x7F) if chr(c) not in '"<>\\^`{|}')
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,7 +140,7 @@ def _masked(url: URL, secrets: set[str]) -> str:
 
 
 def _params(query: Mapping[str, str]) -> tuple[str, ...]:
-    values = []
+    values: list[str] = []
     while (value := query.get(f"params[{len(values) + 1}]")) is not None:
         values.append(value)
     return tuple(values)
@@ -154,7 +158,8 @@ async def explain_async(
     """:func:`explain` for code already on an event loop (an async test)."""
     if config.upstream is None:
         raise ConfigError(["upstream: no shape endpoint is configured to explain"])
-    target = URL(request)
+    # Sent as typed (a client's `%73` stays `%73`), only what no request line may hold encoded.
+    target = URL(quote(request, safe=_TARGET_SAFE), encoded=True)
     if target.is_absolute():
         target = target.relative()
     steps = (
