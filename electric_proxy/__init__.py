@@ -1,6 +1,7 @@
 """electric-proxy: a secure, streaming, pluggable aiohttp proxy in front of ElectricSQL."""
 
 from .access_log import AccessLogger, JsonAccessLogger
+from .audit import Audit, AuditSettings
 from .caching import make_private, merge_vary
 from .chain import (
     Handler,
@@ -82,6 +83,8 @@ __all__ = [
     "UPSTREAM",
     "UPSTREAM_STATUS",
     "AccessLogger",
+    "Audit",
+    "AuditSettings",
     "Authenticator",
     "BadRequest",
     "BearerAuth",

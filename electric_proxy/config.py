@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from .access_log import AccessLogMode, access_log_options
+from .audit import AuditSettings
 from .caching import CacheMode
 from .chain import Step
 from .errors import ElectricProxyError
@@ -198,6 +199,7 @@ class ProxyConfig:
     streams: StreamsConfig | None = None
     health: HealthSettings = field(default_factory=HealthSettings)
     metrics: MetricsSettings | None = None
+    audit: AuditSettings = field(default_factory=AuditSettings)
 
     def build(self) -> ShapeProxy:
         """The shape endpoint; see :func:`electric_proxy.server.build_shapes`."""
@@ -226,6 +228,7 @@ class ProxyConfig:
         shown["health"] = self.health.model_dump(mode="json")
         if self.metrics is not None:
             shown["metrics"] = self.metrics.model_dump(mode="json")
+        shown["audit"] = self.audit.model_dump(mode="json")
         return shown
 
 
@@ -355,13 +358,14 @@ def _route_problems(
 def parse_config(raw: Mapping[str, Any], *, base: Path = Path()) -> ProxyConfig:
     problems: list[str] = []
     data = _resolve(raw, (), base, problems)
-    sections = {"server", "upstream", "chain", "streams", "health", "metrics"}
+    sections = {"server", "upstream", "chain", "streams", "health", "metrics", "audit"}
     problems += [
         f"{key}: unknown section (expected {', '.join(sorted(sections))})"
         for key in sorted(set(data) - sections)
     ]
     server = _model(ServerSettings, data.get("server"), "server", problems)
     health = _model(HealthSettings, data.get("health"), "health", problems)
+    audit = _model(AuditSettings, data.get("audit"), "audit", problems)
     metrics = None
     if "metrics" in data:
         metrics = _model(MetricsSettings, data["metrics"], "metrics", problems)
@@ -377,7 +381,7 @@ def parse_config(raw: Mapping[str, Any], *, base: Path = Path()) -> ProxyConfig:
         steps = _chain(data.get("chain", []), "chain", problems)
     streams = _streams(data["streams"], problems) if "streams" in data else None
     problems += _route_problems(server, upstream is not None, streams, health, metrics)
-    if problems or server is None or health is None:
+    if problems or server is None or health is None or audit is None:
         raise ConfigError(problems)
     return ProxyConfig(
         server=server,
@@ -386,6 +390,7 @@ def parse_config(raw: Mapping[str, Any], *, base: Path = Path()) -> ProxyConfig:
         streams=streams,
         health=health,
         metrics=metrics,
+        audit=audit,
     )
 
 
