@@ -112,7 +112,9 @@ def _explain(args: argparse.Namespace) -> int:
         claims = {"sub": args.sub, **(claims or {})} if args.sub is not None else claims or {}
         principal = Principal(str(claims.get("sub", "anonymous")), claims)
     body = args.data.encode() if args.data is not None else None
-    decision = explain(config, principal, args.request, method=args.method, body=body)
+    decision = explain(
+        config, principal, args.request, method=args.method, body=body, sync=args.sync
+    )
     if args.json:
         print(json.dumps(dataclasses.asdict(decision), indent=2))
     elif decision.allowed:
@@ -121,6 +123,10 @@ def _explain(args: argparse.Namespace) -> int:
         print(f"where:    {decision.where if decision.where is not None else '(none)'}")
         for i, value in enumerate(decision.params, start=1):
             print(f"{'params:' if i == 1 else '':<9} ${i} = {json.dumps(value)}")
+        if decision.rows is not None:
+            print(f"rows:     {len(decision.rows)} in Electric's first answer")
+            for row in decision.rows:
+                print(f"          {json.dumps(row)}")
     else:
         print(f"refused: {decision.status} {decision.code} by {decision.step}")
         print(f"reason:  {decision.reason}")
@@ -171,6 +177,9 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("--method", default="GET", help="GET (default) or POST for subsets")
     explain.add_argument("--data", help="the request body (a POST subset)")
     explain.add_argument("--json", action="store_true", help="print the decision as JSON")
+    explain.add_argument(
+        "--sync", action="store_true", help="also send it to the configured Electric; print rows"
+    )
     explain.add_argument("request", help="the client's target: '/v1/shape?table=todos&...'")
     explain.set_defaults(run=_explain)
 

@@ -72,6 +72,8 @@ class Decision:
     upstream_url: str | None = None
     where: str | None = None
     params: tuple[str, ...] = ()
+    #: With ``sync``: the row values of Electric's first answer; ``None`` without.
+    rows: tuple[Mapping[str, Any], ...] | None = None
 
 
 class _AsPrincipal(Step):
@@ -86,16 +88,19 @@ class _AsPrincipal(Step):
 
 
 class _Recording(Forwarder):
-    """The forwarder's URL building, without the sending: what would go upstream."""
+    """The forwarder, recording what goes upstream; with ``send`` false, sending nothing."""
 
-    def __init__(self, forwarder: Forwarder) -> None:
+    def __init__(self, forwarder: Forwarder, *, send: bool) -> None:
         super().__init__(forwarder.settings)
+        self.send = send
         self.built: UpstreamRequest | None = None
         self.sent_url = self.url
 
     async def __call__(self, request: web.Request) -> web.StreamResponse:
         self.built = request[UPSTREAM]
         self.sent_url = self.upstream_url(self.built)
+        if self.send:
+            return await super().__call__(request)
         return web.Response(status=200, body=b"[]", content_type="application/json")
 
 
@@ -139,6 +144,21 @@ def _masked(url: URL, secrets: set[str]) -> str:
     return str(url.with_query(query)) if query else str(url)
 
 
+def _rows(text: str) -> tuple[Mapping[str, Any], ...]:
+    """The row values in a shape log response (its data messages; control ones skipped)."""
+    try:
+        messages = json.loads(text)
+    except ValueError:
+        return ()
+    if isinstance(messages, dict):  # a subset snapshot: {"metadata": ..., "data": [...]}
+        messages = messages.get("data", [])
+    if not isinstance(messages, list):
+        return ()
+    return tuple(
+        m["value"] for m in messages if isinstance(m, dict) and isinstance(m.get("value"), dict)
+    )
+
+
 def _params(query: Mapping[str, str]) -> tuple[str, ...]:
     values: list[str] = []
     while (value := query.get(f"params[{len(values) + 1}]")) is not None:
@@ -154,6 +174,7 @@ async def explain_async(
     method: str = "GET",
     headers: Mapping[str, str] | None = None,
     body: bytes | None = None,
+    sync: bool = False,
 ) -> Decision:
     """:func:`explain` for code already on an event loop (an async test)."""
     if config.upstream is None:
@@ -168,7 +189,7 @@ async def explain_async(
     )
     recorder = _Refusals()
     endpoint = build_shapes(dataclasses.replace(config, steps=steps), [recorder])
-    recording = _Recording(endpoint.forwarder)
+    recording = _Recording(endpoint.forwarder, send=sync)
     endpoint.forwarder = recording
     runner = web.AppRunner(endpoint.app(), access_log=None)
     await runner.setup()
@@ -194,6 +215,7 @@ async def explain_async(
             upstream_url=_masked(recording.sent_url, _secret_values(config.steps)),
             where=built.query.get("where"),
             params=_params(built.query),
+            rows=_rows(text) if sync else None,
         )
     code = reason = None
     try:
@@ -203,8 +225,9 @@ async def explain_async(
     if isinstance(answer, dict):
         code = answer.get("error") if isinstance(answer.get("error"), str) else None
         reason = answer.get("message") if isinstance(answer.get("message"), str) else None
-    # No refusal observed: the router answered before the endpoint (a path it does not serve).
-    step = recorder.step or "endpoint"
+    # No refusal observed: Electric's error (only with sync), or the router's answer before
+    # the endpoint (a path it does not serve).
+    step = recorder.step or ("upstream" if built is not None else "endpoint")
     return Decision(allowed=False, status=status, code=code, step=step, reason=reason)
 
 
@@ -216,14 +239,16 @@ def explain(
     method: str = "GET",
     headers: Mapping[str, str] | None = None,
     body: bytes | None = None,
+    sync: bool = False,
 ) -> Decision:
     """What ``config``'s shape endpoint decides for ``principal`` asking for ``request``.
 
     ``request`` is the client's target, ``/v1/shape?table=todos&where=...`` (spaces and the
     like may be written plainly); ``principal`` ``None`` asks anonymously. The configured
     chain runs as ``serve`` runs it, the authenticators replaced by ``principal``, and the
-    upstream request is recorded instead of sent (see the module docstring). From a
-    coroutine, await :func:`explain_async` instead.
+    upstream request is recorded instead of sent (see the module docstring). With ``sync``
+    it is sent to the configured Electric as well, and the decision holds the rows of its
+    answer. From a coroutine, await :func:`explain_async` instead.
     """
     try:
         asyncio.get_running_loop()
@@ -232,5 +257,7 @@ def explain(
     else:
         raise RuntimeError("explain() needs its own event loop; await explain_async() here")
     return asyncio.run(
-        explain_async(config, principal, request, method=method, headers=headers, body=body)
+        explain_async(
+            config, principal, request, method=method, headers=headers, body=body, sync=sync
+        )
     )

@@ -181,3 +181,26 @@ secret = { "$env" = "EXPLAIN_TEST_SECRET" }
     bad = run_cli("explain", "-c", str(toml), "--claims", "[1]", target, env=env)
     assert bad.returncode == 1
     assert "JSON object" in bad.stderr
+
+
+async def test_sync_sends_it_to_electric_and_holds_the_rows(
+    electric_upstream: RunningUpstream,
+) -> None:
+    target = "/v1/shape?table=todos&offset=-1"
+    raw = raw_config(electric_upstream.url, electric_upstream.secret)
+    dry = await explain_async(parse_config(raw), ALICE_PRINCIPAL, target)
+    assert dry.allowed and dry.rows is None
+    assert electric_upstream.electric.requests == []
+
+    synced = await explain_async(parse_config(raw), ALICE_PRINCIPAL, target, sync=True)
+    assert synced.allowed
+    assert synced.upstream_url == dry.upstream_url
+    assert synced.rows is not None
+    assert sorted((r["id"], r["org_id"]) for r in synced.rows) == [("1", "acme"), ("2", "acme")]
+    assert len(electric_upstream.electric.requests) == 1
+
+    wrong = raw_config(electric_upstream.url, "not-the-secret-of-this-electric")
+    refused = await explain_async(parse_config(wrong), ALICE_PRINCIPAL, target, sync=True)
+    assert (refused.allowed, refused.step, refused.rows) == (False, "upstream", None)
+    assert refused.status >= 400
+    assert "not-the-secret" not in repr(refused)
