@@ -30,15 +30,17 @@ import logging
 import logging.handlers
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
 from .chain import Handler, Middleware
-from .endpoint import Endpoint
 from .keys import CLIENT_QUERY, PRINCIPAL, REFUSAL, REQUEST_ID, UPSTREAM, UPSTREAM_STATUS
 from .labels import step_labels
+
+if TYPE_CHECKING:
+    from .endpoint import Endpoint
 
 __all__ = ["AUDIT_LOGGER", "Audit", "AuditSettings", "shape_hash"]
 

@@ -112,9 +112,28 @@ def _explain(args: argparse.Namespace) -> int:
         claims = {"sub": args.sub, **(claims or {})} if args.sub is not None else claims or {}
         principal = Principal(str(claims.get("sub", "anonymous")), claims)
     body = args.data.encode() if args.data is not None else None
-    decision = explain(
-        config, principal, args.request, method=args.method, body=body, sync=args.sync
-    )
+    headers = {}
+    for header in args.header:
+        name, colon, value = header.partition(":")
+        if not colon or not name.strip():
+            print(
+                f"electric-proxy explain: --header {header!r} is not 'Name: value'", file=sys.stderr
+            )
+            return 1
+        headers[name.strip()] = value.strip()
+    try:
+        decision = explain(
+            config,
+            principal,
+            args.request,
+            method=args.method,
+            headers=headers,
+            body=body,
+            sync=args.sync,
+        )
+    except ConfigError as exc:
+        print(f"{args.config}: {exc}", file=sys.stderr)
+        return 1
     if args.json:
         print(json.dumps(dataclasses.asdict(decision), indent=2))
     elif decision.allowed:
@@ -176,6 +195,9 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("--sub", help="the principal's id (added as the `sub` claim)")
     explain.add_argument("--method", default="GET", help="GET (default) or POST for subsets")
     explain.add_argument("--data", help="the request body (a POST subset)")
+    explain.add_argument(
+        "--header", "-H", action="append", default=[], help="a request header, 'Origin: https://…'"
+    )
     explain.add_argument("--json", action="store_true", help="print the decision as JSON")
     explain.add_argument(
         "--sync", action="store_true", help="also send it to the configured Electric; print rows"

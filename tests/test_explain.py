@@ -204,3 +204,14 @@ async def test_sync_sends_it_to_electric_and_holds_the_rows(
     assert (refused.allowed, refused.step, refused.rows) == (False, "upstream", None)
     assert refused.status >= 400
     assert "not-the-secret" not in repr(refused)
+
+
+def test_the_cli_refuses_bad_headers_and_a_config_without_shapes(tmp_path: Path) -> None:
+    streams_only = tmp_path / "streams.toml"
+    streams_only.write_text('[streams]\nupstream = { url = "http://127.0.0.1:4437/v1/stream" }\n')
+    done = run_cli("explain", "-c", str(streams_only), "/v1/shape?offset=-1")
+    assert done.returncode == 1
+    assert "no shape endpoint" in done.stderr
+    bad = run_cli("explain", "-c", str(streams_only), "-H", "no colon", "/v1/shape")
+    assert bad.returncode == 1
+    assert "Name: value" in bad.stderr
