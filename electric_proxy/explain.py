@@ -12,7 +12,8 @@ client's. Only two things differ, both at the edges of the chain:
 * the authenticators (steps whose ``authenticates`` is true) are replaced by one step that
   sets the given :class:`~electric_proxy.Principal` (or none, for an anonymous request);
 * the forwarder records the built :class:`~electric_proxy.UpstreamRequest` and its URL
-  instead of sending it, and answers an empty 200.
+  instead of sending it, and answers an empty 200 (with ``sync``, it sends it as well, and
+  Electric's answer comes back through the chain as in ``serve``).
 
 Secrets in the recorded URL (``secret``, ``api_secret``, ``source_secret``, and any value
 of a step's secret option) are masked before the :class:`Decision` holds them.
@@ -124,17 +125,22 @@ class _Refusals:
         return watch
 
 
-def _secret_values(steps: Any) -> set[str]:
-    """Every secret option's value in the chain, so it is masked wherever it lands."""
-    values: set[str] = set()
-    for _, step in steps:
-        if isinstance(step, BaseModel):
-            for name in type(step).model_fields:
-                value = getattr(step, name)
-                if isinstance(value, SecretStr):
-                    values.add(value.get_secret_value())
-    values.discard("")
-    return values
+def _secret_values(value: Any, found: set[str]) -> set[str]:
+    """Every secret option's value in ``value`` (steps, their nested options), so it is
+    masked wherever a step puts it, whatever the parameter is called."""
+    if isinstance(value, SecretStr):
+        if secret := value.get_secret_value():
+            found.add(secret)
+    elif isinstance(value, BaseModel):
+        for name in type(value).model_fields:
+            _secret_values(getattr(value, name), found)
+    elif isinstance(value, Mapping):
+        for item in value.values():
+            _secret_values(item, found)
+    elif isinstance(value, list | tuple):
+        for item in value:
+            _secret_values(item, found)
+    return found
 
 
 def _masked(url: URL, secrets: set[str]) -> str:
@@ -212,7 +218,7 @@ async def explain_async(
         return Decision(
             allowed=True,
             status=status,
-            upstream_url=_masked(recording.sent_url, _secret_values(config.steps)),
+            upstream_url=_masked(recording.sent_url, _secret_values(config.steps, set())),
             where=built.query.get("where"),
             params=_params(built.query),
             rows=_rows(text) if sync else None,

@@ -215,3 +215,17 @@ def test_the_cli_refuses_bad_headers_and_a_config_without_shapes(tmp_path: Path)
     bad = run_cli("explain", "-c", str(streams_only), "-H", "no colon", "/v1/shape")
     assert bad.returncode == 1
     assert "Name: value" in bad.stderr
+
+
+def test_every_secret_option_is_masked_whatever_its_parameter() -> None:
+    raw = raw_config()
+    raw["chain"][-1] = {
+        "use": "credentials",
+        "secret": SECRET,
+        "source_id": "cloud-source-id-5551",
+        "secret_param": "source_secret",
+    }
+    decision = explain(parse_config(raw), ALICE_PRINCIPAL, "/v1/shape?table=todos&offset=-1")
+    query = URL(decision.upstream_url or "").query
+    assert (query["source_secret"], query["source_id"]) == ("**********", "**********")
+    assert "cloud-source-id-5551" not in repr(decision)
