@@ -108,6 +108,9 @@ def _explain(args: argparse.Namespace) -> int:
         print("electric-proxy explain: --claims must be a JSON object", file=sys.stderr)
         return 1
     principal = None
+    if args.token is not None and (claims is not None or args.sub is not None):
+        print("electric-proxy explain: --token or --claims/--sub, not both", file=sys.stderr)
+        return 1
     if claims is not None or args.sub is not None:
         claims = {"sub": args.sub, **(claims or {})} if args.sub is not None else claims or {}
         principal = Principal(str(claims.get("sub", "anonymous")), claims)
@@ -121,6 +124,8 @@ def _explain(args: argparse.Namespace) -> int:
             )
             return 1
         headers[name.strip()] = value.strip()
+    if args.token is not None:
+        headers["Authorization"] = f"Bearer {args.token}"
     try:
         decision = explain(
             config,
@@ -130,6 +135,7 @@ def _explain(args: argparse.Namespace) -> int:
             headers=headers,
             body=body,
             sync=args.sync,
+            authenticate=args.token is not None,
         )
     except ConfigError as exc:
         print(f"{args.config}: {exc}", file=sys.stderr)
@@ -193,6 +199,9 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("--config", "-c", required=True, help="path to proxy.toml")
     explain.add_argument("--claims", help='the principal\'s claims as JSON: \'{"org_id":"acme"}\'')
     explain.add_argument("--sub", help="the principal's id (added as the `sub` claim)")
+    explain.add_argument(
+        "--token", help="run the authenticators on this bearer token instead (a gatekeeper's)"
+    )
     explain.add_argument("--method", default="GET", help="GET (default) or POST for subsets")
     explain.add_argument("--data", help="the request body (a POST subset)")
     explain.add_argument(

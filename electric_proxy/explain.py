@@ -10,7 +10,8 @@ from the same config, served on a loopback port and sent the request over HTTP, 
 client's. Only two things differ, both at the edges of the chain:
 
 * the authenticators (steps whose ``authenticates`` is true) are replaced by one step that
-  sets the given :class:`~electric_proxy.Principal` (or none, for an anonymous request);
+  sets the given :class:`~electric_proxy.Principal` (or none, for an anonymous request),
+  unless ``authenticate`` asks for them to check the request's own token;
 * the forwarder records the built :class:`~electric_proxy.UpstreamRequest` and its URL
   instead of sending it, and answers an empty 200 (with ``sync``, it sends it as well, and
   Electric's answer comes back through the chain as in ``serve``).
@@ -181,18 +182,23 @@ async def explain_async(
     headers: Mapping[str, str] | None = None,
     body: bytes | None = None,
     sync: bool = False,
+    authenticate: bool = False,
 ) -> Decision:
     """:func:`explain` for code already on an event loop (an async test)."""
     if config.upstream is None:
         raise ConfigError(["upstream: no shape endpoint is configured to explain"])
+    if authenticate and principal is not None:
+        raise ValueError("authenticate=True reads the principal from the request: pass None")
     # Sent as typed (a client's `%73` stays `%73`), only what no request line may hold encoded.
     target = URL(quote(request, safe=_TARGET_SAFE), encoded=True)
     if target.is_absolute():
         target = target.relative()
-    steps = (
-        ("explain", _AsPrincipal(principal=principal)),
-        *((n, s) for n, s in config.steps if not s.authenticates),
-    )
+    steps = config.steps
+    if not authenticate:
+        steps = (
+            ("explain", _AsPrincipal(principal=principal)),
+            *((n, s) for n, s in config.steps if not s.authenticates),
+        )
     recorder = _Refusals()
     endpoint = build_shapes(dataclasses.replace(config, steps=steps), [recorder])
     recording = _Recording(endpoint.forwarder, send=sync)
@@ -246,6 +252,7 @@ def explain(
     headers: Mapping[str, str] | None = None,
     body: bytes | None = None,
     sync: bool = False,
+    authenticate: bool = False,
 ) -> Decision:
     """What ``config``'s shape endpoint decides for ``principal`` asking for ``request``.
 
@@ -254,7 +261,10 @@ def explain(
     chain runs as ``serve`` runs it, the authenticators replaced by ``principal``, and the
     upstream request is recorded instead of sent (see the module docstring). With ``sync``
     it is sent to the configured Electric as well, and the decision holds the rows of its
-    answer. From a coroutine, await :func:`explain_async` instead.
+    answer. With ``authenticate`` the authenticators stay and read the request's own
+    credentials (``headers={"Authorization": "Bearer <token>"}``, a gatekeeper token whose
+    grant is the shape); ``principal`` must then be ``None``. From a coroutine, await
+    :func:`explain_async` instead.
     """
     try:
         asyncio.get_running_loop()
@@ -264,6 +274,13 @@ def explain(
         raise RuntimeError("explain() needs its own event loop; await explain_async() here")
     return asyncio.run(
         explain_async(
-            config, principal, request, method=method, headers=headers, body=body, sync=sync
+            config,
+            principal,
+            request,
+            method=method,
+            headers=headers,
+            body=body,
+            sync=sync,
+            authenticate=authenticate,
         )
     )

@@ -9,7 +9,15 @@ from typing import Any
 import pytest
 from yarl import URL
 
-from electric_proxy import Decision, Principal, ProxyConfig, explain, explain_async, parse_config
+from electric_proxy import (
+    Decision,
+    GatekeeperIssuer,
+    Principal,
+    ProxyConfig,
+    explain,
+    explain_async,
+    parse_config,
+)
 from electric_proxy.testing import ALICE, RunningUpstream, auth
 from electric_proxy.testing.cli import run_cli
 
@@ -229,3 +237,39 @@ def test_every_secret_option_is_masked_whatever_its_parameter() -> None:
     query = URL(decision.upstream_url or "").query
     assert (query["source_secret"], query["source_id"]) == ("**********", "**********")
     assert "cloud-source-id-5551" not in repr(decision)
+
+
+GATEKEEPER_KEY = "gatekeeper-secret-for-explain-0123456789abcdef"
+
+
+def gatekeeper_config() -> ProxyConfig:
+    return parse_config(
+        {
+            "upstream": {"url": "http://127.0.0.1:3000/v1/shape"},
+            "chain": [
+                {"use": "gatekeeper", "algorithms": ["HS256"], "secret": GATEKEEPER_KEY},
+                {"use": "credentials", "secret": SECRET},
+            ],
+        }
+    )
+
+
+def test_authenticate_explains_a_gatekeeper_token_with_its_grant() -> None:
+    issuer = GatekeeperIssuer(key=GATEKEEPER_KEY, url="/v1/shape", ttl=60)
+    token = issuer.mint({"table": "todos", "where": "org_id = $1", "params": ["acme"]}, "alice")
+    headers = {"Authorization": f"Bearer {token}"}
+    target = "/v1/shape?table=todos&offset=-1&where=org_id = $1&params[1]={org}"
+    config = gatekeeper_config()
+
+    granted = explain(config, None, target.format(org="acme"), headers=headers, authenticate=True)
+    assert (granted.allowed, granted.where, granted.params) == (True, "org_id = $1", ("acme",))
+    other = explain(config, None, target.format(org="globex"), headers=headers, authenticate=True)
+    assert (other.allowed, other.step, other.code) == (
+        False,
+        "GatekeeperVerifier",
+        "shape_not_allowed",
+    )
+    no_token = explain(config, None, target.format(org="acme"), authenticate=True)
+    assert (no_token.status, no_token.step) == (401, "GatekeeperVerifier")
+    with pytest.raises(ValueError, match="pass None"):
+        explain(config, ALICE_PRINCIPAL, target, authenticate=True)
