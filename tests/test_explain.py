@@ -223,6 +223,9 @@ def test_the_cli_refuses_bad_headers_and_a_config_without_shapes(tmp_path: Path)
     bad = run_cli("explain", "-c", str(streams_only), "-H", "no colon", "/v1/shape")
     assert bad.returncode == 1
     assert "Name: value" in bad.stderr
+    both = run_cli("explain", "-c", str(streams_only), "--token", "t", "--sub", "a", "/v1/shape")
+    assert both.returncode == 1
+    assert "not both" in both.stderr
 
 
 def test_every_secret_option_is_masked_whatever_its_parameter() -> None:
