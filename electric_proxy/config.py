@@ -17,6 +17,9 @@
     [health]              # optional: /healthz and /readyz are on by default
     readyz = "/readyz"
 
+    [audit]               # optional: one JSON record per decision (off by default)
+    enabled = true
+
 Any value may be ``{ "$env" = "NAME" }`` or ``{ "$file" = "path" }`` so secrets never sit
 in the file. Steps are built in the order of ``[[chain]]`` entries, which is the order they
 run in. Secret options are ``SecretStr`` and print masked wherever config is shown.
