@@ -1,6 +1,7 @@
 """electric-proxy: a secure, streaming, pluggable aiohttp proxy in front of ElectricSQL."""
 
 from .access_log import AccessLogger, JsonAccessLogger
+from .audit import Audit, AuditSettings
 from .caching import make_private, merge_vary
 from .chain import (
     Handler,
@@ -32,6 +33,7 @@ from .errors import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
+from .explain import Decision, explain, explain_async
 from .forward import UpstreamResponse, UpstreamSettings
 from .health import Health, HealthSettings
 from .http_server import ProxyRunner, own_application, server_options
@@ -85,12 +87,15 @@ __all__ = [
     "UPSTREAM",
     "UPSTREAM_STATUS",
     "AccessLogger",
+    "Audit",
+    "AuditSettings",
     "Authenticator",
     "BadRequest",
     "BearerAuth",
     "ConfigError",
     "Cors",
     "Credentials",
+    "Decision",
     "DuplicateParameter",
     "ElectricProxyError",
     "EndpointObserver",
@@ -149,6 +154,8 @@ __all__ = [
     "build_step",
     "client_query",
     "current_request_id",
+    "explain",
+    "explain_async",
     "live_kind",
     "load_config",
     "make_private",

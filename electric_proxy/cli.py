@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import sys
@@ -91,6 +92,72 @@ def _demo(args: argparse.Namespace) -> int:
     return run_demo(host=args.host, port=args.port)
 
 
+def _explain(args: argparse.Namespace) -> int:
+    from .chain import Principal
+    from .explain import explain
+
+    config = _load(args.config)
+    if config is None:
+        return 1
+    try:
+        claims = json.loads(args.claims) if args.claims is not None else None
+    except ValueError as exc:
+        print(f"electric-proxy explain: --claims is not JSON: {exc}", file=sys.stderr)
+        return 1
+    if claims is not None and not isinstance(claims, dict):
+        print("electric-proxy explain: --claims must be a JSON object", file=sys.stderr)
+        return 1
+    principal = None
+    if args.token is not None and (claims is not None or args.sub is not None):
+        print("electric-proxy explain: --token or --claims/--sub, not both", file=sys.stderr)
+        return 1
+    if claims is not None or args.sub is not None:
+        claims = {"sub": args.sub, **(claims or {})} if args.sub is not None else claims or {}
+        principal = Principal(str(claims.get("sub", "anonymous")), claims)
+    body = args.data.encode() if args.data is not None else None
+    headers = {}
+    for header in args.header:
+        name, colon, value = header.partition(":")
+        if not colon or not name.strip():
+            print(
+                f"electric-proxy explain: --header {header!r} is not 'Name: value'", file=sys.stderr
+            )
+            return 1
+        headers[name.strip()] = value.strip()
+    if args.token is not None:
+        headers["Authorization"] = f"Bearer {args.token}"
+    try:
+        decision = explain(
+            config,
+            principal,
+            args.request,
+            method=args.method,
+            headers=headers,
+            body=body,
+            sync=args.sync,
+            authenticate=args.token is not None,
+        )
+    except ConfigError as exc:
+        print(f"{args.config}: {exc}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(dataclasses.asdict(decision), indent=2))
+    elif decision.allowed:
+        print("allowed")
+        print(f"upstream: {decision.upstream_url}")
+        print(f"where:    {decision.where if decision.where is not None else '(none)'}")
+        for i, value in enumerate(decision.params, start=1):
+            print(f"{'params:' if i == 1 else '':<9} ${i} = {json.dumps(value)}")
+        if decision.rows is not None:
+            print(f"rows:     {len(decision.rows)} in Electric's first answer")
+            for row in decision.rows:
+                print(f"          {json.dumps(row)}")
+    else:
+        print(f"refused: {decision.status} {decision.code} by {decision.step}")
+        print(f"reason:  {decision.reason}")
+    return 0 if decision.allowed else 2
+
+
 def _positive(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -125,6 +192,27 @@ def build_parser() -> argparse.ArgumentParser:
         "--options", metavar="NAME", help="show one step's options: type, default, secret"
     )
     plugins.set_defaults(run=_plugins)
+
+    explain = sub.add_parser(
+        "explain", help="show what the chain decides for one request, sending nothing upstream"
+    )
+    explain.add_argument("--config", "-c", required=True, help="path to proxy.toml")
+    explain.add_argument("--claims", help='the principal\'s claims as JSON: \'{"org_id":"acme"}\'')
+    explain.add_argument("--sub", help="the principal's id (added as the `sub` claim)")
+    explain.add_argument(
+        "--token", help="run the authenticators on this bearer token instead (a gatekeeper's)"
+    )
+    explain.add_argument("--method", default="GET", help="GET (default) or POST for subsets")
+    explain.add_argument("--data", help="the request body (a POST subset)")
+    explain.add_argument(
+        "--header", "-H", action="append", default=[], help="a request header, 'Origin: https://…'"
+    )
+    explain.add_argument("--json", action="store_true", help="print the decision as JSON")
+    explain.add_argument(
+        "--sync", action="store_true", help="also send it to the configured Electric; print rows"
+    )
+    explain.add_argument("request", help="the client's target: '/v1/shape?table=todos&...'")
+    explain.set_defaults(run=_explain)
 
     demo = sub.add_parser("demo", help="run in front of a built-in demo upstream")
     demo.add_argument("--host", default="127.0.0.1")

@@ -23,6 +23,9 @@
     [revocation]          # optional: interrupts shared by replicas (the `revocation` extra)
     redis_url = { "$env" = "REVOCATION_REDIS_URL" }
 
+    [audit]               # optional: one JSON record per decision (off by default)
+    enabled = true
+
 Any value may be ``{ "$env" = "NAME" }`` or ``{ "$file" = "path" }`` so secrets never sit
 in the file. Steps are built in the order of ``[[chain]]`` entries, which is the order they
 run in. Secret options are ``SecretStr`` and print masked wherever config is shown.
@@ -41,6 +44,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from .access_log import AccessLogMode, access_log_options
+from .audit import AuditSettings
 from .caching import CacheMode
 from .chain import Step
 from .errors import ElectricProxyError
@@ -207,6 +211,7 @@ class ProxyConfig:
     metrics: MetricsSettings | None = None
     admin: AdminSettings | None = None
     revocation: RevocationSettings | None = None
+    audit: AuditSettings = field(default_factory=AuditSettings)
 
     def build(self) -> ShapeProxy:
         """The shape endpoint; see :func:`electric_proxy.server.build_shapes`."""
@@ -239,6 +244,7 @@ class ProxyConfig:
             shown["admin"] = self.admin.model_dump(mode="json")
         if self.revocation is not None:
             shown["revocation"] = self.revocation.model_dump(mode="json")
+        shown["audit"] = self.audit.model_dump(mode="json")
         return shown
 
 
@@ -396,6 +402,7 @@ def parse_config(raw: Mapping[str, Any], *, base: Path = Path()) -> ProxyConfig:
         "metrics",
         "admin",
         "revocation",
+        "audit",
     }
     problems += [
         f"{key}: unknown section (expected {', '.join(sorted(sections))})"
@@ -410,6 +417,7 @@ def parse_config(raw: Mapping[str, Any], *, base: Path = Path()) -> ProxyConfig:
     revocation = _optional(
         RevocationSettings, data, "revocation", problems, redis_available, "the redis"
     )
+    audit = _model(AuditSettings, data.get("audit"), "audit", problems)
     upstream = None
     steps: Steps = ()
     if "upstream" in data or "chain" in data or "streams" not in data:
@@ -417,7 +425,7 @@ def parse_config(raw: Mapping[str, Any], *, base: Path = Path()) -> ProxyConfig:
         steps = _chain(data.get("chain", []), "chain", problems)
     streams = _streams(data["streams"], problems) if "streams" in data else None
     problems += _route_problems(server, upstream is not None, streams, health, metrics)
-    if problems or server is None or health is None:
+    if problems or server is None or health is None or audit is None:
         raise ConfigError(problems)
     return ProxyConfig(
         server=server,
@@ -428,6 +436,7 @@ def parse_config(raw: Mapping[str, Any], *, base: Path = Path()) -> ProxyConfig:
         metrics=metrics,
         admin=admin,
         revocation=revocation,
+        audit=audit,
     )
 
 

@@ -34,6 +34,7 @@ from types import FrameType
 
 from aiohttp import web
 
+from .audit import Audit
 from .caching import CacheMode
 from .config import ConfigError, ProxyConfig, StreamsConfig
 from .endpoint import Endpoint, EndpointObserver
@@ -102,7 +103,8 @@ def build_app(config: ProxyConfig, *, worker: int = 0) -> web.Application:
     own_application(app)
     settings = config.metrics
     metrics = Metrics() if settings is not None else None
-    observers = [metrics] if metrics is not None else []
+    audit = Audit.from_settings(config.audit)
+    observers = [o for o in (metrics, audit) if o is not None]
     endpoints: list[Endpoint] = []
     if config.upstream is not None:
         endpoints.append(build_shapes(config, observers))
@@ -110,6 +112,8 @@ def build_app(config: ProxyConfig, *, worker: int = 0) -> web.Application:
         endpoints.append(build_streams(config.streams, config.server.cache, observers))
     for endpoint in endpoints:
         endpoint.setup(app)
+    if audit is not None:
+        audit.setup(app)
     if config.health.enabled:
         Health.from_settings(endpoints, config.health).setup(app)
     _wire_revocations(app, config, endpoints, worker)

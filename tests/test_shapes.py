@@ -116,9 +116,20 @@ async def test_upstream_query_is_built_from_scratch(
     assert resp.status == 200
     sent = electric_upstream.electric.requests[-1].query
     assert sorted(sent.keys()) == sorted(
-        ["offset", "log", "cache-buster", "table", "columns", "where", "params[1]", "secret"]
+        [
+            "offset",
+            "log",
+            "cache-buster",
+            "table",
+            "columns",
+            "queryable_columns",
+            "where",
+            "params[1]",
+            "secret",
+        ]
     )
     assert sent["columns"] == "id,org_id,title,done"
+    assert sent["queryable_columns"] == "id,org_id,title,done"  # the policy's, not the client's
     assert sent["secret"] == electric_upstream.secret
     assert sent["params[1]"] == "acme"
 

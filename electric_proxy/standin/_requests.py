@@ -27,6 +27,13 @@ from ._protocol import (
 from ._shapes import _ShapeDef, _Table
 from .where_eval import CompiledWhere, Row, WhereError, compile_order_by, compile_where
 
+#: The parameters read as text, in the order Electric's changeset casts them.
+_TEXT_PARAMS = (
+    "table", "offset", "handle", "where", "columns", "queryable_columns", "replica", "log",
+)  # fmt: skip
+#: Parameters that are column lists: a JSON body may send them as arrays.
+_COLUMN_LISTS = frozenset({"columns", "queryable_columns"})
+
 
 @dataclass
 class _Subset:
@@ -82,9 +89,9 @@ class _RequestValidator:
         """`Api.Params.validate/2`: the same checks, in the same order, with Electric's words."""
         problem = _Rejection()
         text: dict[str, str | None] = {}
-        for name in ("table", "offset", "handle", "where", "columns", "replica", "log"):
+        for name in _TEXT_PARAMS:
             value = params.get(name)
-            if isinstance(value, list) and name == "columns" and value:
+            if isinstance(value, list) and name in _COLUMN_LISTS and value:
                 value = ",".join(_quote(str(item)) for item in value)
             if value is None or value == "":
                 text[name] = None
@@ -113,15 +120,8 @@ class _RequestValidator:
         ):
             problem.add("params", "is invalid")
             raw_params = {}
-        columns: list[str] | None = None
-        if text.get("columns"):
-            columns = []
-            for part in _split_unquoted(text["columns"] or "", ","):
-                column_name, error = _parse_identifier(part)
-                if column_name is None:
-                    problem.add("columns", error or "is invalid")
-                    break
-                columns.append(column_name)
+        columns = _column_list(text, "columns", problem)
+        queryable = _column_list(text, "queryable_columns", problem)
         if problem.errors:
             return problem
 
@@ -152,7 +152,9 @@ class _RequestValidator:
         table = self._resolve_table(text["table"], problem)
         if table is None:
             return problem
-        selected = _select_columns(table, columns, problem)
+        if queryable is not None and not _check_queryable(table, queryable, problem):
+            return problem
+        selected = _select_columns(table, columns, queryable, problem)
         shape_params = {str(k): str(v) for k, v in raw_params.items()}
         predicate = None
         if selected is not None and text["where"] is not None:
@@ -169,7 +171,11 @@ class _RequestValidator:
         )
         subset = None
         if "subset" in params:
-            subset = _validate_subset(params["subset"], table, problem)
+            # Electric checks subsets against the queryable columns only (`Subset.new/3`).
+            types = table.types
+            if queryable is not None:
+                types = {name: kind for name, kind in types.items() if name in queryable}
+            subset = _validate_subset(params["subset"], types, problem)
             if subset is None:
                 return problem
         cursor = params.get("cursor")
@@ -228,13 +234,56 @@ class _RequestValidator:
         return compiled
 
 
+def _column_list(
+    text: Mapping[str, str | None], name: str, problem: _Rejection
+) -> list[str] | None:
+    """A ``columns``-style list (``id,"Due Date"``) as names, like Electric's `ColumnList`."""
+    raw = text.get(name)
+    if not raw:
+        return None
+    names = []
+    for part in _split_unquoted(raw, ","):
+        column_name, error = _parse_identifier(part)
+        if column_name is None:
+            problem.add(name, error or "is invalid")
+            return None
+        names.append(column_name)
+    return names
+
+
+def _check_queryable(table: _Table, queryable: list[str], problem: _Rejection) -> bool:
+    """`Shape.validate_queryable_columns/3`: every primary key listed, every name a column.
+
+    Checked before ``columns``, since the projection may only use these names
+    (GHSA-c82q-v86f-c87f: a client must not filter or select on what it may not see).
+    """
+    missing_pk = [name for name in table.pk if name not in queryable]
+    unknown = [name for name in queryable if name not in table.types]
+    if missing_pk and any(c.primary_key for c in table.columns):
+        problem.add(
+            "queryable_columns",
+            "The list of queryable columns must include all primary key columns, missing: "
+            + ", ".join(missing_pk),
+        )
+    elif unknown:
+        problem.add(
+            "queryable_columns",
+            "The following queryable columns are not found on the table: " + ", ".join(unknown),
+        )
+    else:
+        return True
+    return False
+
+
 def _select_columns(
-    table: _Table, columns: list[str] | None, problem: _Rejection
+    table: _Table, columns: list[str] | None, queryable: list[str] | None, problem: _Rejection
 ) -> list[str] | None:
     if columns is None:
-        return sorted(table.types)
+        # Without a projection Electric syncs the queryable columns, or all of them.
+        return sorted(queryable if queryable is not None else table.types)
+    selectable = queryable if queryable is not None else table.types
     missing_pk = [name for name in table.pk if name not in columns]
-    unknown = [name for name in columns if name not in table.types]
+    unknown = [name for name in columns if name not in selectable]
     if missing_pk and any(c.primary_key for c in table.columns):
         problem.add(
             "columns",
@@ -260,7 +309,7 @@ def _check_param_keys(given: Mapping[str, str], problem: _Rejection, key: str) -
     return True
 
 
-def _validate_subset(raw: object, table: _Table, problem: _Rejection) -> _Subset | None:
+def _validate_subset(raw: object, types: Mapping[str, str], problem: _Rejection) -> _Subset | None:
     if not isinstance(raw, dict):
         problem.add("subset", "is invalid")
         return None
@@ -294,12 +343,12 @@ def _validate_subset(raw: object, table: _Table, problem: _Rejection) -> _Subset
         and _check_param_keys(given, inner, "params")
     ):
         try:
-            where = compile_where(str(values["where"]), table.types, given)
+            where = compile_where(str(values["where"]), types, given)
         except WhereError as exc:
             inner.add("where", str(exc))
     if not inner.errors and isinstance(order_text, str):
         try:
-            order = compile_order_by(order_text, table.types)
+            order = compile_order_by(order_text, types)
         except WhereError as exc:
             inner.add("order_by", str(exc))
     if inner.errors:

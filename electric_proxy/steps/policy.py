@@ -112,7 +112,7 @@ class ShapeRule(BaseModel):
         return value
 
     def model_post_init(self, context: Any, /) -> None:
-        for derived in ("_server", "_column_set", "_upstream_columns"):
+        for derived in ("_server", "_column_set", "_upstream_columns", "_queryable_columns"):
             getattr(self, derived)  # at start-up, so no request pays for it
 
     # Derived once per rule; cached_property keeps the per-request reads plain attribute
@@ -137,6 +137,21 @@ class ShapeRule(BaseModel):
 
     def upstream_columns(self) -> str | None:
         return self._upstream_columns
+
+    @cached_property
+    def _queryable_columns(self) -> str | None:
+        # Electric's own allow-list (GHSA-c82q-v86f-c87f) for subset filters, subset order and
+        # the projection: the primary key, the synced columns and the filter columns, so it
+        # enforces what this rule does even if the proxy's check were bypassed. Sent only with
+        # an explicit `columns`: without one Electric would narrow the rows to this list.
+        if self.columns is None:
+            return None
+        names = [*self.primary_key, *self.columns, *(self.filter_columns or ())]
+        return ",".join(quote_ident(n) for n in dict.fromkeys(names))
+
+    def queryable_columns(self) -> str | None:
+        """The ``queryable_columns`` sent upstream, or ``None`` when the rule sets none."""
+        return self._queryable_columns
 
 
 def _claim_text(principal: Principal | None, name: str) -> str:
@@ -240,6 +255,8 @@ class ShapePolicy(Step):
         built.query["table"] = rule.table or name
         if (columns := rule.upstream_columns()) is not None:
             built.query["columns"] = columns
+        if (queryable := rule.queryable_columns()) is not None:
+            built.query["queryable_columns"] = queryable
         if rule.replica != "default":
             built.query["replica"] = rule.replica
         if where is not None:
