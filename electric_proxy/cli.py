@@ -3,21 +3,25 @@
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-from .config import ConfigError, ProxyConfig, load_config
-from .logs import RequestIdLogFilter
-from .registry import RegistryError, available_steps, load_step_class
-from .server import serve
-from .step_options import step_options
+from ._version import __version__
+
+if TYPE_CHECKING:
+    from .config import ProxyConfig
 
 __all__ = ["main"]
 
+# Each subcommand imports what it needs when it runs: ``--help``, ``--version`` and argument
+# errors answer at once instead of after loading aiohttp, pydantic, pglast and every step.
+
 
 def _load(path: str) -> ProxyConfig | None:
+    from .config import ConfigError, load_config
+
     try:
         return load_config(path)
     except ConfigError as exc:
@@ -31,6 +35,8 @@ def _serve(args: argparse.Namespace) -> int:
     config = _load(args.config)
     if config is None:
         return 1
+    from .server import serve
+
     return serve(config, host=args.host, port=args.port, workers=args.workers)
 
 
@@ -47,6 +53,8 @@ def _check_config(args: argparse.Namespace) -> int:
         names = ", ".join(name for name, _ in steps) or "(empty chain)"
         print(f"{args.config}: ok; {path} chain: {names}")
     if args.show:
+        import json
+
         print(json.dumps(config.describe(), indent=2))
     return 0
 
@@ -58,6 +66,8 @@ def _table(header: tuple[str, ...], rows: Sequence[tuple[str, ...]]) -> None:
 
 
 def _plugins(args: argparse.Namespace) -> int:
+    from .registry import available_steps
+
     if args.options is not None:
         return _options(args.options)
     rows = [(i.name, i.distribution, i.version, i.target) for i in available_steps()]
@@ -66,6 +76,9 @@ def _plugins(args: argparse.Namespace) -> int:
 
 
 def _options(name: str) -> int:
+    from .registry import RegistryError, load_step_class
+    from .step_options import step_options
+
     try:
         cls = load_step_class(name)
     except RegistryError as exc:
@@ -101,6 +114,7 @@ def _positive(text: str) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="electric-proxy", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser("serve", help="run the proxy from a config file")
@@ -135,6 +149,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from .logs import RequestIdLogFilter
+
     handler = logging.StreamHandler()
     handler.addFilter(RequestIdLogFilter())
     handler.setFormatter(

@@ -5,6 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
+import subprocess
+import sys
+import tomllib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -222,3 +225,32 @@ async def test_workers_share_one_socket_and_stop_together(tmp_path: Path) -> Non
                     assert r.status == 200
     assert served.proc.returncode == 0, served.output
     assert not any(_alive(pid) for pid in children)
+
+
+def test_version_and_python_dash_m() -> None:
+    from electric_proxy import __version__
+
+    result = run_cli("--version")
+    assert (result.returncode, result.stdout) == (0, f"electric-proxy {__version__}\n")
+    # `python -m electric_proxy` is the same command, for hosts with no script on PATH.
+    module = subprocess.run(
+        [sys.executable, "-m", "electric_proxy", "--version"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert (module.returncode, module.stdout) == (0, result.stdout)
+
+
+def test_the_version_is_written_once() -> None:
+    """pyproject.toml reads it from _version.py; the installed metadata agrees."""
+    from importlib.metadata import version
+
+    from electric_proxy import __version__
+
+    pyproject = tomllib.loads((Path(__file__).parent.parent / "pyproject.toml").read_text())
+    assert "version" not in pyproject["project"]
+    assert pyproject["tool"]["setuptools"]["dynamic"]["version"] == {
+        "attr": "electric_proxy._version.__version__"
+    }
+    assert version("electric-proxy") == __version__
