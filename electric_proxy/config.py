@@ -24,6 +24,7 @@ run in. Secret options are ``SecretStr`` and print masked wherever config is sho
 
 from __future__ import annotations
 
+import difflib
 import os
 import string
 import tomllib
@@ -33,6 +34,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_core import ErrorDetails
 
 from .access_log import AccessLogMode, access_log_options
 from .caching import CacheMode
@@ -41,8 +43,9 @@ from .errors import ElectricProxyError
 from .forward import UpstreamSettings
 from .health import HealthSettings, path_conflict
 from .metrics import MetricsSettings, metrics_available
-from .registry import RegistryError, build_step
+from .registry import RegistryError, build_step, load_step_class
 from .runtime import EventLoopChoice, uvloop_available
+from .step_options import step_options
 
 if TYPE_CHECKING:
     from aiohttp import web
@@ -250,19 +253,98 @@ def _resolve(value: Any, path: tuple[str | int, ...], base: Path, problems: list
     return value
 
 
-def _validation_problems(prefix: str, exc: ValidationError) -> list[str]:
+def _did_you_mean(word: str, choices: list[str]) -> str:
+    close = difflib.get_close_matches(word, choices, n=1)
+    return f", did you mean {close[0]!r}?" if close else ""
+
+
+def _sibling_options(model: type[BaseModel], loc: tuple[int | str, ...]) -> list[str]:
+    """The option names allowed next to the unknown key at ``loc``, read from the model as
+    ``plugins --options`` lists them (``tokens[].token``, ``shapes.<name>.where``)."""
+    names = [option.name for option in step_options(model)]
+    prefix = ""
+    for part in loc[:-1]:
+        if isinstance(part, int):
+            prefix += "[]"
+            continue
+        for candidate in (f"{prefix}.{part}" if prefix else str(part), f"{prefix}.<name>"):
+            if any(
+                n == candidate or n.startswith((f"{candidate}.", f"{candidate}[")) for n in names
+            ):
+                prefix = candidate
+                break
+        else:
+            return []
+    start = f"{prefix}." if prefix else ""
+    return [
+        n[len(start) :]
+        for n in names
+        if n.startswith(start) and not any(c in n[len(start) :] for c in ".[")
+    ]
+
+
+#: What a TOML author wrote instead of the type pydantic expected, in their words.
+_TOML_TYPES = {str: "a string", int: "an integer", float: "a number", bool: "true or false"}
+_EXPECTED = {
+    "int_type": "an integer",
+    "int_parsing": "an integer",
+    "int_from_float": "a whole number",
+    "float_type": "a number",
+    "float_parsing": "a number",
+    "bool_type": "true or false",
+    "bool_parsing": "true or false",
+    "string_type": "a string",
+}
+
+
+def _message(err: ErrorDetails, model: type[BaseModel] | None) -> str:
+    """pydantic's message in a config author's words; never the value (it may be secret)."""
+    kind, ctx = err["type"], err.get("ctx", {})
+    if kind == "value_error":
+        return err["msg"].removeprefix("Value error, ")
+    if kind == "extra_forbidden":
+        key = str(err["loc"][-1]) if err["loc"] else "?"
+        siblings = _sibling_options(model, err["loc"]) if model is not None else []
+        return f"unknown option {key!r}{_did_you_mean(key, siblings)}"
+    if kind == "missing":
+        return "required option is missing"
+    if kind in ("too_short", "too_long", "string_too_short", "string_too_long"):
+        many = (
+            "items"
+            if ctx.get("field_type") in ("List", "Tuple", "Set", "Dictionary")
+            else ("characters")
+        )
+        shortest = kind.endswith("short")
+        limit = ctx["min_length"] if shortest else ctx["max_length"]
+        unit = many[:-1] if limit == 1 else many
+        return f"expected at {'least' if shortest else 'most'} {limit} {unit}"
+    if kind in _EXPECTED:
+        got = _TOML_TYPES.get(type(err.get("input")), "")
+        # port = "8080": TOML quotes make a string; the value is meant without them.
+        hint = " (write it without quotes)" if got == "a string" else ""
+        return f"expected {_EXPECTED[kind]}{f', not {got}' if got else ''}{hint}"
+    return err["msg"]
+
+
+def _validation_problems(
+    prefix: str, exc: ValidationError, model: type[BaseModel] | None = None
+) -> list[str]:
     problems = []
-    for err in exc.errors(include_url=False, include_input=False):
-        loc = ".".join(str(p) for p in err["loc"])
-        problems.append(f"{prefix}{'.' + loc if loc else ''}: {err['msg']}")
+    # The input is read only for its type (a string where a number was meant), never shown.
+    for err in exc.errors(include_url=False, include_input=True):
+        # tokens[0].token, as TOML and the chain's own chain[0] spell a position.
+        loc = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in err["loc"])
+        problems.append(f"{prefix}{loc}: {_message(err, model)}")
     return problems
 
 
 def _model(model: type[M], value: Any, where: str, problems: list[str]) -> M | None:
+    """A plain settings section, strictly typed: TOML has real numbers and booleans, so
+    ``port = "8080"`` is a mistake to report, not a string to coerce."""
     try:
-        return model.model_validate(value if value is not None else {})
+        return model.model_validate(value if value is not None else {}, strict=True)
     except ValidationError as exc:
-        problems += _validation_problems(where, exc)
+        problems += _validation_problems(where, exc, model)
         return None
 
 
@@ -285,7 +367,7 @@ def _chain(entries: Any, where: str, problems: list[str]) -> Steps:
         except RegistryError as exc:
             problems.append(f"{at}: {exc}")
         except ValidationError as exc:
-            problems += _validation_problems(f"{at} ({name})", exc)
+            problems += _validation_problems(f"{at} ({name})", exc, load_step_class(name))
         except (TypeError, ValueError) as exc:
             problems.append(f"{at} ({name}): {exc}")
     return tuple(steps)
@@ -296,7 +378,11 @@ def _streams(data: Any, problems: list[str]) -> StreamsConfig | None:
         problems.append("streams: expected a table")
         return None
     unknown = sorted(set(data) - {"path", "upstream", "chain"})
-    problems += [f"streams.{key}: unknown key (expected path, upstream, chain)" for key in unknown]
+    problems += [
+        f"streams.{key}: unknown option {key!r}{_did_you_mean(key, ['path', 'upstream', 'chain'])}"
+        " (expected path, upstream, chain)"
+        for key in unknown
+    ]
     path = data.get("path", "/v1/stream")
     problem = (
         _route_path_problem(path, "/v1/stream")
@@ -350,7 +436,8 @@ def parse_config(raw: Mapping[str, Any], *, base: Path = Path()) -> ProxyConfig:
     data = _resolve(raw, (), base, problems)
     sections = {"server", "upstream", "chain", "streams", "health", "metrics"}
     problems += [
-        f"{key}: unknown section (expected {', '.join(sorted(sections))})"
+        f"{key}: unknown section{_did_you_mean(key, sorted(sections))} "
+        f"(expected {', '.join(sorted(sections))})"
         for key in sorted(set(data) - sections)
     ]
     server = _model(ServerSettings, data.get("server"), "server", problems)

@@ -70,7 +70,7 @@ def test_check_config_refuses_a_shape_path_serve_could_not_use(tmp_path: Path) -
     )
     result = run_cli("check-config", str(path))
     assert result.returncode == 1
-    assert "server.path: Value error, expected a path like /v1/shape" in result.stderr
+    assert "server.path: expected a path like /v1/shape" in result.stderr
 
 
 def _output(*args: str) -> tuple[int, str]:
