@@ -44,18 +44,27 @@ def _check_config(args: argparse.Namespace) -> int:
     config = _load(args.config)
     if config is None:
         return 1
+    # Assemble the app as serve would, without running it: whatever the endpoints refuse
+    # when built is a problem now, not at the next deploy.
+    try:
+        config.app()
+    except Exception as exc:
+        print(f"{args.config}: invalid config\n  serve would refuse it: {exc}", file=sys.stderr)
+        return 1
     endpoints = []
     if config.upstream is not None:
         endpoints.append((config.server.path, config.steps))
     if config.streams is not None:
         endpoints.append((config.streams.path + "/*", config.streams.steps))
+    # With --show the whole output is TOML, so these lines are comments there.
+    mark = "# " if args.show else ""
     for path, steps in endpoints:
         names = ", ".join(name for name, _ in steps) or "(empty chain)"
-        print(f"{args.config}: ok; {path} chain: {names}")
+        print(f"{mark}{args.config}: ok; {path} chain: {names}")
     if args.show:
-        import json
+        from .config_show import show_toml
 
-        print(json.dumps(config.describe(), indent=2))
+        print(show_toml(config), end="")
     return 0
 
 
@@ -131,7 +140,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     check = sub.add_parser("check-config", help="validate a config file; exit 0 or 1")
     check.add_argument("config", help="path to proxy.toml")
-    check.add_argument("--show", action="store_true", help="print the effective config, masked")
+    check.add_argument(
+        "--show",
+        action="store_true",
+        help="print the effective config as TOML, secrets masked, each setting with its source",
+    )
     check.set_defaults(run=_check_config)
 
     plugins = sub.add_parser("plugins", help="list the steps available through entry points")

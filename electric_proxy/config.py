@@ -24,7 +24,6 @@ run in. Secret options are ``SecretStr`` and print masked wherever config is sho
 
 from __future__ import annotations
 
-import difflib
 import os
 import string
 import tomllib
@@ -34,18 +33,18 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
-from pydantic_core import ErrorDetails
 
 from .access_log import AccessLogMode, access_log_options
 from .caching import CacheMode
 from .chain import Step
+from .config_env import apply_environment
+from .config_errors import did_you_mean, validation_problems
 from .errors import ElectricProxyError
 from .forward import UpstreamSettings
 from .health import HealthSettings, path_conflict
 from .metrics import MetricsSettings, metrics_available
 from .registry import RegistryError, build_step, load_step_class
 from .runtime import EventLoopChoice, uvloop_available
-from .step_options import step_options
 
 if TYPE_CHECKING:
     from aiohttp import web
@@ -194,6 +193,10 @@ class ProxyConfig:
     streams: StreamsConfig | None = None
     health: HealthSettings = field(default_factory=HealthSettings)
     metrics: MetricsSettings | None = None
+    #: Where each setting given explicitly came from, by option path (``server.port``,
+    #: ``chain[0].secret``): an ``ELECTRIC_PROXY_...`` variable, ``"$env NAME"``,
+    #: ``"$file path"`` or ``"file"``; a setting not listed has its default.
+    sources: Mapping[str, str] = field(default_factory=dict)
 
     def build(self) -> ShapeProxy:
         """The shape endpoint; see :func:`electric_proxy.server.build_shapes`."""
@@ -253,98 +256,13 @@ def _resolve(value: Any, path: tuple[str | int, ...], base: Path, problems: list
     return value
 
 
-def _did_you_mean(word: str, choices: list[str]) -> str:
-    close = difflib.get_close_matches(word, choices, n=1)
-    return f", did you mean {close[0]!r}?" if close else ""
-
-
-def _sibling_options(model: type[BaseModel], loc: tuple[int | str, ...]) -> list[str]:
-    """The option names allowed next to the unknown key at ``loc``, read from the model as
-    ``plugins --options`` lists them (``tokens[].token``, ``shapes.<name>.where``)."""
-    names = [option.name for option in step_options(model)]
-    prefix = ""
-    for part in loc[:-1]:
-        if isinstance(part, int):
-            prefix += "[]"
-            continue
-        for candidate in (f"{prefix}.{part}" if prefix else str(part), f"{prefix}.<name>"):
-            if any(
-                n == candidate or n.startswith((f"{candidate}.", f"{candidate}[")) for n in names
-            ):
-                prefix = candidate
-                break
-        else:
-            return []
-    start = f"{prefix}." if prefix else ""
-    return [
-        n[len(start) :]
-        for n in names
-        if n.startswith(start) and not any(c in n[len(start) :] for c in ".[")
-    ]
-
-
-#: What a TOML author wrote instead of the type pydantic expected, in their words.
-_TOML_TYPES = {str: "a string", int: "an integer", float: "a number", bool: "true or false"}
-_EXPECTED = {
-    "int_type": "an integer",
-    "int_parsing": "an integer",
-    "int_from_float": "a whole number",
-    "float_type": "a number",
-    "float_parsing": "a number",
-    "bool_type": "true or false",
-    "bool_parsing": "true or false",
-    "string_type": "a string",
-}
-
-
-def _message(err: ErrorDetails, model: type[BaseModel] | None) -> str:
-    """pydantic's message in a config author's words; never the value (it may be secret)."""
-    kind, ctx = err["type"], err.get("ctx", {})
-    if kind == "value_error":
-        return err["msg"].removeprefix("Value error, ")
-    if kind == "extra_forbidden":
-        key = str(err["loc"][-1]) if err["loc"] else "?"
-        siblings = _sibling_options(model, err["loc"]) if model is not None else []
-        return f"unknown option {key!r}{_did_you_mean(key, siblings)}"
-    if kind == "missing":
-        return "required option is missing"
-    if kind in ("too_short", "too_long", "string_too_short", "string_too_long"):
-        many = (
-            "items"
-            if ctx.get("field_type") in ("List", "Tuple", "Set", "Dictionary")
-            else ("characters")
-        )
-        shortest = kind.endswith("short")
-        limit = ctx["min_length"] if shortest else ctx["max_length"]
-        unit = many[:-1] if limit == 1 else many
-        return f"expected at {'least' if shortest else 'most'} {limit} {unit}"
-    if kind in _EXPECTED:
-        got = _TOML_TYPES.get(type(err.get("input")), "")
-        # port = "8080": TOML quotes make a string; the value is meant without them.
-        hint = " (write it without quotes)" if got == "a string" else ""
-        return f"expected {_EXPECTED[kind]}{f', not {got}' if got else ''}{hint}"
-    return err["msg"]
-
-
-def _validation_problems(
-    prefix: str, exc: ValidationError, model: type[BaseModel] | None = None
-) -> list[str]:
-    problems = []
-    # The input is read only for its type (a string where a number was meant), never shown.
-    for err in exc.errors(include_url=False, include_input=True):
-        # tokens[0].token, as TOML and the chain's own chain[0] spell a position.
-        loc = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in err["loc"])
-        problems.append(f"{prefix}{loc}: {_message(err, model)}")
-    return problems
-
-
 def _model(model: type[M], value: Any, where: str, problems: list[str]) -> M | None:
     """A plain settings section, strictly typed: TOML has real numbers and booleans, so
     ``port = "8080"`` is a mistake to report, not a string to coerce."""
     try:
         return model.model_validate(value if value is not None else {}, strict=True)
     except ValidationError as exc:
-        problems += _validation_problems(where, exc, model)
+        problems += validation_problems(where, exc, model)
         return None
 
 
@@ -367,7 +285,7 @@ def _chain(entries: Any, where: str, problems: list[str]) -> Steps:
         except RegistryError as exc:
             problems.append(f"{at}: {exc}")
         except ValidationError as exc:
-            problems += _validation_problems(f"{at} ({name})", exc, load_step_class(name))
+            problems += validation_problems(f"{at} ({name})", exc, load_step_class(name))
         except (TypeError, ValueError) as exc:
             problems.append(f"{at} ({name}): {exc}")
     return tuple(steps)
@@ -379,7 +297,7 @@ def _streams(data: Any, problems: list[str]) -> StreamsConfig | None:
         return None
     unknown = sorted(set(data) - {"path", "upstream", "chain"})
     problems += [
-        f"streams.{key}: unknown option {key!r}{_did_you_mean(key, ['path', 'upstream', 'chain'])}"
+        f"streams.{key}: unknown option {key!r}{did_you_mean(key, ['path', 'upstream', 'chain'])}"
         " (expected path, upstream, chain)"
         for key in unknown
     ]
@@ -398,6 +316,22 @@ def _streams(data: Any, problems: list[str]) -> StreamsConfig | None:
     return StreamsConfig(path=path, upstream=upstream, steps=steps)
 
 
+_ANY_ADDRESS = frozenset({"", "0.0.0.0", "::"})
+
+
+def _port_problems(server: ServerSettings | None, metrics: MetricsSettings | None) -> list[str]:
+    """The metrics listener on the proxy's own address: ``serve`` would fail to bind it."""
+    if server is None or metrics is None or not metrics.listener or not metrics.port:
+        return []
+    hosts = {server.host, metrics.host}
+    if metrics.port == server.port and (len(hosts) == 1 or hosts & _ANY_ADDRESS):
+        return [
+            f"metrics.port: {metrics.port} is also server.port; the metrics listener needs "
+            "a port of its own (or `listener = false` and `main_path`)"
+        ]
+    return []
+
+
 def _route_problems(
     server: ServerSettings | None,
     shapes: bool,
@@ -409,7 +343,7 @@ def _route_problems(
     shape route a stream's."""
     shape_paths = [server.path] if server is not None and shapes else []
     stream_paths = [streams.path] if streams is not None else []
-    problems = [
+    problems = _port_problems(server, metrics) + [
         f"server.path: {path} is under streams.path {streams.path}; choose another path"
         for path in shape_paths
         if streams is not None and path_conflict(path, [], stream_paths)
@@ -431,12 +365,63 @@ def _route_problems(
     ]
 
 
-def parse_config(raw: Mapping[str, Any], *, base: Path = Path()) -> ProxyConfig:
+#: The sections whose plain settings ``ELECTRIC_PROXY_<SECTION>_<NAME>`` may set, and which
+#: (None: every plain setting). See :mod:`electric_proxy.config_env`.
+ENVIRONMENT_SETTINGS: dict[str, tuple[type[BaseModel], tuple[str, ...] | None]] = {
+    "server": (ServerSettings, None),
+    "upstream": (UpstreamSettings, ("url",)),
+    "metrics": (MetricsSettings, ("host", "port")),
+}
+
+
+def _origin(value: Any) -> str:
+    if isinstance(value, Mapping) and set(value) == {"$env"}:
+        return f"$env {value['$env']}"
+    if isinstance(value, Mapping) and set(value) == {"$file"}:
+        return f"$file {value['$file']}"
+    return "file"
+
+
+def _file_sources(raw: Mapping[str, Any]) -> dict[str, str]:
+    """Which options the file sets, and how (``$env``/``$file`` or written out)."""
+    found: dict[str, str] = {}
+
+    def table(prefix: str, value: Any) -> None:
+        if isinstance(value, Mapping):
+            found.update({f"{prefix}.{key}": _origin(v) for key, v in value.items()})
+
+    def chain(prefix: str, entries: Any) -> None:
+        for index, entry in enumerate(entries if isinstance(entries, list) else []):
+            table(f"{prefix}[{index}]", entry)
+
+    for section in ("server", "upstream", "health", "metrics"):
+        table(section, raw.get(section))
+    chain("chain", raw.get("chain"))
+    streams = raw.get("streams")
+    if isinstance(streams, Mapping):
+        table("streams", {k: v for k, v in streams.items() if k not in ("upstream", "chain")})
+        table("streams.upstream", streams.get("upstream"))
+        chain("streams.chain", streams.get("chain"))
+    return found
+
+
+def parse_config(
+    raw: Mapping[str, Any], *, base: Path = Path(), environ: Mapping[str, str] | None = None
+) -> ProxyConfig:
+    """A checked config from TOML data; every problem at once in a :class:`ConfigError`.
+
+    ``environ`` (``os.environ`` for a deployment) supplies ``ELECTRIC_PROXY_<SECTION>_<NAME>``
+    settings, which win over the file's; None reads no environment (``$env`` values aside).
+    """
     problems: list[str] = []
     data = _resolve(raw, (), base, problems)
+    sources = _file_sources(raw)
+    if environ is not None:
+        data, from_environment = apply_environment(data, environ, ENVIRONMENT_SETTINGS, problems)
+        sources.update(from_environment)
     sections = {"server", "upstream", "chain", "streams", "health", "metrics"}
     problems += [
-        f"{key}: unknown section{_did_you_mean(key, sorted(sections))} "
+        f"{key}: unknown section{did_you_mean(key, sorted(sections))} "
         f"(expected {', '.join(sorted(sections))})"
         for key in sorted(set(data) - sections)
     ]
@@ -466,10 +451,15 @@ def parse_config(raw: Mapping[str, Any], *, base: Path = Path()) -> ProxyConfig:
         streams=streams,
         health=health,
         metrics=metrics,
+        sources=sources,
     )
 
 
-def load_config(path: str | os.PathLike[str]) -> ProxyConfig:
+def load_config(
+    path: str | os.PathLike[str], *, environ: Mapping[str, str] | None = None
+) -> ProxyConfig:
+    """The config file at ``path`` with the environment's overrides (``os.environ`` unless
+    ``environ`` is given); see :func:`parse_config`."""
     file = Path(path)
     try:
         raw = tomllib.loads(file.read_text())
@@ -477,4 +467,4 @@ def load_config(path: str | os.PathLike[str]) -> ProxyConfig:
         raise ConfigError([f"{file}: cannot read: {exc.strerror}"]) from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError([f"{file}: not valid TOML: {exc}"]) from None
-    return parse_config(raw, base=file.parent)
+    return parse_config(raw, base=file.parent, environ=os.environ if environ is None else environ)
