@@ -339,3 +339,21 @@ def test_help_and_version_do_not_load_the_proxy() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     )
     assert result.stdout.strip() == "[]"
+
+
+async def test_serve_takes_its_port_from_the_environment(tmp_path: Path) -> None:
+    """The file says one port, ELECTRIC_PROXY_SERVER_PORT another: serve listens on the latter."""
+    port = free_port()
+    env = {"ELECTRIC_PROXY_SERVER_PORT": str(port)}
+    chain = (
+        '[[chain]]\nuse = "policy"\nshapes.todos = {}\n'
+        f'[[chain]]\nuse = "credentials"\nsecret = "{SECRET}"\n'
+    )
+    async with serving(tmp_path, chain, env=env) as s:
+        assert s.url != f"http://127.0.0.1:{port}/v1/shape"  # the file's port, not used
+        await read_until(s.stdout, "Running on")
+        async with aiohttp.ClientSession() as session:
+            url = f"http://127.0.0.1:{port}/v1/shape"
+            async with session.get(url, params={"offset": "-1", "table": "todos"}) as r:
+                assert r.status == 200
+    assert s.proc.returncode == 0, s.output
