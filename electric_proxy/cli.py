@@ -44,6 +44,14 @@ def _check_config(args: argparse.Namespace) -> int:
     config = _load(args.config)
     if config is None:
         return 1
+    if args.workers > 1 and config.metrics is not None and config.metrics.main_path is not None:
+        # serve --workers refuses it: each scrape would reach one worker at random.
+        print(
+            f"{args.config}: invalid config\n  metrics.main_path: cannot be used with "
+            "--workers above 1; use the metrics listener (worker i listens on port + i)",
+            file=sys.stderr,
+        )
+        return 1
     # Assemble the app as serve would, without running it: whatever the endpoints refuse
     # when built is a problem now, not at the next deploy.
     try:
@@ -144,6 +152,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--show",
         action="store_true",
         help="print the effective config as TOML, secrets masked, each setting with its source",
+    )
+    check.add_argument(
+        "--workers",
+        type=_positive,
+        default=1,
+        help="check it for serve --workers N too (default 1)",
     )
     check.set_defaults(run=_check_config)
 

@@ -357,3 +357,15 @@ async def test_serve_takes_its_port_from_the_environment(tmp_path: Path) -> None
             async with session.get(url, params={"offset": "-1", "table": "todos"}) as r:
                 assert r.status == 200
     assert s.proc.returncode == 0, s.output
+
+
+def test_check_config_with_workers_refuses_a_shared_metrics_path(tmp_path: Path) -> None:
+    """serve --workers 2 refuses [metrics] main_path; check-config --workers 2 says so first."""
+    path = write_config(
+        tmp_path,
+        '[upstream]\nurl = "http://localhost:3000/v1/shape"\n[metrics]\nmain_path = "/metrics"\n',
+    )
+    assert run_cli("check-config", str(path)).returncode == 0
+    result = run_cli("check-config", str(path), "--workers", "2")
+    assert result.returncode == 1
+    assert "metrics.main_path: cannot be used with --workers above 1" in result.stderr
