@@ -37,7 +37,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from .access_log import AccessLogMode, access_log_options
 from .caching import CacheMode
 from .chain import Step
-from .config_env import apply_environment
+from .config_env import apply_environment, type_indirect_values
 from .config_errors import did_you_mean, validation_problems
 from .errors import ElectricProxyError
 from .forward import UpstreamSettings
@@ -374,6 +374,16 @@ ENVIRONMENT_SETTINGS: dict[str, tuple[type[BaseModel], tuple[str, ...] | None]] 
 }
 
 
+#: The plain sections, validated strictly (their ``$env``/``$file`` values typed first).
+_SECTIONS: dict[str, type[BaseModel]] = {
+    "server": ServerSettings,
+    "upstream": UpstreamSettings,
+    "health": HealthSettings,
+    "metrics": MetricsSettings,
+    "streams.upstream": UpstreamSettings,
+}
+
+
 def _origin(value: Any) -> str:
     if isinstance(value, Mapping) and set(value) == {"$env"}:
         return f"$env {value['$env']}"
@@ -414,7 +424,7 @@ def parse_config(
     settings, which win over the file's; None reads no environment (``$env`` values aside).
     """
     problems: list[str] = []
-    data = _resolve(raw, (), base, problems)
+    data = type_indirect_values(raw, _resolve(raw, (), base, problems), _SECTIONS, problems)
     sources = _file_sources(raw)
     if environ is not None:
         data, from_environment = apply_environment(data, environ, ENVIRONMENT_SETTINGS, problems)

@@ -18,7 +18,13 @@ from typing import Any, Literal, Union, get_args, get_origin
 
 from pydantic import BaseModel
 
-__all__ = ["PREFIX", "apply_environment", "environment_name", "overridable_fields"]
+__all__ = [
+    "PREFIX",
+    "apply_environment",
+    "environment_name",
+    "overridable_fields",
+    "type_indirect_values",
+]
 
 PREFIX = "ELECTRIC_PROXY_"
 
@@ -99,3 +105,43 @@ def apply_environment(
             merged[section] = {**(table or {}), name: value}
             sources[f"{section}.{name}"] = variable
     return merged, sources
+
+
+def _indirect(value: Any) -> bool:
+    return isinstance(value, Mapping) and set(value) in ({"$env"}, {"$file"})
+
+
+def type_indirect_values(
+    raw: Mapping[str, Any],
+    data: Mapping[str, Any],
+    sections: Mapping[str, type[BaseModel]],
+    problems: list[str],
+) -> dict[str, Any]:
+    """``data`` with each plain setting that the file gives by ``$env``/``$file`` read as its
+    type: ``port = { "$env" = "PORT" }`` is the text ``"8080"`` until made the integer the
+    section's strict model expects. ``sections`` maps a section's path (``streams.upstream``
+    too) to its model."""
+    typed = dict(data)
+    for path, model in sections.items():
+        head, _, tail = path.partition(".")
+        raw_table, table = raw.get(head), typed.get(head)
+        if tail:
+            raw_table = raw_table.get(tail) if isinstance(raw_table, Mapping) else None
+            table = table.get(tail) if isinstance(table, Mapping) else None
+        if not isinstance(raw_table, Mapping) or not isinstance(table, Mapping):
+            continue
+        converted = dict(table)
+        for name, value in table.items():
+            field = model.model_fields.get(name)
+            kind = _scalar(field.annotation) if field is not None else None
+            if kind is None or not _indirect(raw_table.get(name)) or not isinstance(value, str):
+                continue
+            try:
+                converted[name] = _convert(kind, value)
+            except ValueError as exc:
+                problems.append(f"{path}.{name}: {exc}")  # not the value: $file may be secret
+        if tail:
+            typed[head] = {**typed[head], tail: converted}
+        else:
+            typed[head] = converted
+    return typed

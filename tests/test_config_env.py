@@ -86,3 +86,26 @@ def test_every_variable_is_in_the_readme_table() -> None:
         for name in overridable_fields(model, names)
     }
     assert rows == expected
+
+
+def test_env_and_file_indirection_of_a_number_is_read_as_a_number(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Strict sections still take `port = { "$env" = "PORT" }`: the text is typed first."""
+    (tmp_path / "timeout").write_text("3.5\n")
+    monkeypatch.setenv("PORT", "8123")
+    monkeypatch.setenv("GC", "false")
+    raw = {
+        "server": {"port": {"$env": "PORT"}, "tune_gc": {"$env": "GC"}},
+        "upstream": {"url": "http://e:3000", "read_timeout": {"$file": "timeout"}},
+        "streams": {"upstream": {"url": "http://s:4437", "connection_limit": {"$env": "PORT"}}},
+    }
+    config = parse_config(raw, base=tmp_path)
+    assert (config.server.port, config.server.tune_gc) == (8123, False)
+    assert config.upstream is not None and config.upstream.read_timeout == 3.5
+    assert config.streams is not None and config.streams.upstream.connection_limit == 8123
+    assert config.sources["server.port"] == "$env PORT"
+    monkeypatch.setenv("PORT", "http")
+    with pytest.raises(ConfigError) as info:
+        parse_config(raw, base=tmp_path)
+    assert "server.port: expected an integer" in info.value.problems
