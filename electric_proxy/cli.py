@@ -8,17 +8,22 @@ import json
 import logging
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-from .config import ConfigError, ProxyConfig, load_config
-from .logs import RequestIdLogFilter
-from .registry import RegistryError, available_steps, load_step_class
-from .server import serve
-from .step_options import step_options
+from ._version import __version__
+
+if TYPE_CHECKING:
+    from .config import ProxyConfig
 
 __all__ = ["main"]
 
+# Each subcommand imports what it needs when it runs: ``--help``, ``--version`` and argument
+# errors answer at once instead of after loading aiohttp, pydantic, pglast and every step.
+
 
 def _load(path: str) -> ProxyConfig | None:
+    from .config import ConfigError, load_config
+
     try:
         return load_config(path)
     except ConfigError as exc:
@@ -32,6 +37,8 @@ def _serve(args: argparse.Namespace) -> int:
     config = _load(args.config)
     if config is None:
         return 1
+    from .server import serve
+
     return serve(config, host=args.host, port=args.port, workers=args.workers)
 
 
@@ -39,16 +46,35 @@ def _check_config(args: argparse.Namespace) -> int:
     config = _load(args.config)
     if config is None:
         return 1
+    if args.workers > 1 and config.metrics is not None and config.metrics.main_path is not None:
+        # serve --workers refuses it: each scrape would reach one worker at random.
+        print(
+            f"{args.config}: invalid config\n  metrics.main_path: cannot be used with "
+            "--workers above 1; use the metrics listener (worker i listens on port + i)",
+            file=sys.stderr,
+        )
+        return 1
+    # Assemble the app as serve would, without running it: whatever the endpoints refuse
+    # when built is a problem now, not at the next deploy.
+    try:
+        config.app()
+    except Exception as exc:
+        print(f"{args.config}: invalid config\n  serve would refuse it: {exc}", file=sys.stderr)
+        return 1
     endpoints = []
     if config.upstream is not None:
         endpoints.append((config.server.path, config.steps))
     if config.streams is not None:
         endpoints.append((config.streams.path + "/*", config.streams.steps))
+    # With --show the whole output is TOML, so these lines are comments there.
+    mark = "# " if args.show else ""
     for path, steps in endpoints:
         names = ", ".join(name for name, _ in steps) or "(empty chain)"
-        print(f"{args.config}: ok; {path} chain: {names}")
+        print(f"{mark}{args.config}: ok; {path} chain: {names}")
     if args.show:
-        print(json.dumps(config.describe(), indent=2))
+        from .config_show import show_toml
+
+        print(show_toml(config), end="")
     return 0
 
 
@@ -59,6 +85,8 @@ def _table(header: tuple[str, ...], rows: Sequence[tuple[str, ...]]) -> None:
 
 
 def _plugins(args: argparse.Namespace) -> int:
+    from .registry import available_steps
+
     if args.options is not None:
         return _options(args.options)
     rows = [(i.name, i.distribution, i.version, i.target) for i in available_steps()]
@@ -67,6 +95,9 @@ def _plugins(args: argparse.Namespace) -> int:
 
 
 def _options(name: str) -> int:
+    from .registry import RegistryError, load_step_class
+    from .step_options import step_options
+
     try:
         cls = load_step_class(name)
     except RegistryError as exc:
@@ -94,6 +125,7 @@ def _demo(args: argparse.Namespace) -> int:
 
 def _explain(args: argparse.Namespace) -> int:
     from .chain import Principal
+    from .config import ConfigError
     from .explain import explain
 
     config = _load(args.config)
@@ -168,6 +200,7 @@ def _positive(text: str) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="electric-proxy", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser("serve", help="run the proxy from a config file")
@@ -184,7 +217,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     check = sub.add_parser("check-config", help="validate a config file; exit 0 or 1")
     check.add_argument("config", help="path to proxy.toml")
-    check.add_argument("--show", action="store_true", help="print the effective config, masked")
+    check.add_argument(
+        "--show",
+        action="store_true",
+        help="print the effective config as TOML, secrets masked, each setting with its source",
+    )
+    check.add_argument(
+        "--workers",
+        type=_positive,
+        default=1,
+        help="check it for serve --workers N too (default 1)",
+    )
     check.set_defaults(run=_check_config)
 
     plugins = sub.add_parser("plugins", help="list the steps available through entry points")
@@ -223,6 +266,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from .logs import RequestIdLogFilter
+
     handler = logging.StreamHandler()
     handler.addFilter(RequestIdLogFilter())
     handler.setFormatter(

@@ -47,11 +47,13 @@ from .access_log import AccessLogMode, access_log_options
 from .audit import AuditSettings
 from .caching import CacheMode
 from .chain import Step
+from .config_env import apply_environment, type_indirect_values
+from .config_errors import did_you_mean, validation_problems
 from .errors import ElectricProxyError
 from .forward import UpstreamSettings
 from .health import HealthSettings, path_conflict
 from .metrics import MetricsSettings, metrics_available
-from .registry import RegistryError, build_step
+from .registry import RegistryError, build_step, load_step_class
 from .revocation import AdminSettings, RevocationSettings, redis_available
 from .runtime import EventLoopChoice, uvloop_available
 from .shape_cache import DEFAULT_SHAPE_CACHE_BYTES
@@ -212,6 +214,10 @@ class ProxyConfig:
     admin: AdminSettings | None = None
     revocation: RevocationSettings | None = None
     audit: AuditSettings = field(default_factory=AuditSettings)
+    #: Where each setting given explicitly came from, by option path (``server.port``,
+    #: ``chain[0].secret``): an ``ELECTRIC_PROXY_...`` variable, ``"$env NAME"``,
+    #: ``"$file path"`` or ``"file"``; a setting not listed has its default.
+    sources: Mapping[str, str] = field(default_factory=dict)
 
     def build(self) -> ShapeProxy:
         """The shape endpoint; see :func:`electric_proxy.server.build_shapes`."""
@@ -276,19 +282,13 @@ def _resolve(value: Any, path: tuple[str | int, ...], base: Path, problems: list
     return value
 
 
-def _validation_problems(prefix: str, exc: ValidationError) -> list[str]:
-    problems = []
-    for err in exc.errors(include_url=False, include_input=False):
-        loc = ".".join(str(p) for p in err["loc"])
-        problems.append(f"{prefix}{'.' + loc if loc else ''}: {err['msg']}")
-    return problems
-
-
 def _model(model: type[M], value: Any, where: str, problems: list[str]) -> M | None:
+    """A plain settings section, strictly typed: TOML has real numbers and booleans, so
+    ``port = "8080"`` is a mistake to report, not a string to coerce."""
     try:
-        return model.model_validate(value if value is not None else {})
+        return model.model_validate(value if value is not None else {}, strict=True)
     except ValidationError as exc:
-        problems += _validation_problems(where, exc)
+        problems += validation_problems(where, exc, model)
         return None
 
 
@@ -311,7 +311,7 @@ def _chain(entries: Any, where: str, problems: list[str]) -> Steps:
         except RegistryError as exc:
             problems.append(f"{at}: {exc}")
         except ValidationError as exc:
-            problems += _validation_problems(f"{at} ({name})", exc)
+            problems += validation_problems(f"{at} ({name})", exc, load_step_class(name))
         except (TypeError, ValueError) as exc:
             problems.append(f"{at} ({name}): {exc}")
     return tuple(steps)
@@ -322,7 +322,11 @@ def _streams(data: Any, problems: list[str]) -> StreamsConfig | None:
         problems.append("streams: expected a table")
         return None
     unknown = sorted(set(data) - {"path", "upstream", "chain"})
-    problems += [f"streams.{key}: unknown key (expected path, upstream, chain)" for key in unknown]
+    problems += [
+        f"streams.{key}: unknown option {key!r}{did_you_mean(key, ['path', 'upstream', 'chain'])}"
+        " (expected path, upstream, chain)"
+        for key in unknown
+    ]
     path = data.get("path", "/v1/stream")
     problem = (
         _route_path_problem(path, "/v1/stream")
@@ -338,6 +342,22 @@ def _streams(data: Any, problems: list[str]) -> StreamsConfig | None:
     return StreamsConfig(path=path, upstream=upstream, steps=steps)
 
 
+_ANY_ADDRESS = frozenset({"", "0.0.0.0", "::"})
+
+
+def _port_problems(server: ServerSettings | None, metrics: MetricsSettings | None) -> list[str]:
+    """The metrics listener on the proxy's own address: ``serve`` would fail to bind it."""
+    if server is None or metrics is None or not metrics.listener or not metrics.port:
+        return []
+    hosts = {server.host, metrics.host}
+    if metrics.port == server.port and (len(hosts) == 1 or hosts & _ANY_ADDRESS):
+        return [
+            f"metrics.port: {metrics.port} is also server.port; the metrics listener needs "
+            "a port of its own (or `listener = false` and `main_path`)"
+        ]
+    return []
+
+
 def _route_problems(
     server: ServerSettings | None,
     shapes: bool,
@@ -349,7 +369,7 @@ def _route_problems(
     shape route a stream's."""
     shape_paths = [server.path] if server is not None and shapes else []
     stream_paths = [streams.path] if streams is not None else []
-    problems = [
+    problems = _port_problems(server, metrics) + [
         f"server.path: {path} is under streams.path {streams.path}; choose another path"
         for path in shape_paths
         if streams is not None and path_conflict(path, [], stream_paths)
@@ -390,9 +410,73 @@ def _optional(
     return settings
 
 
-def parse_config(raw: Mapping[str, Any], *, base: Path = Path()) -> ProxyConfig:
+#: The sections whose plain settings ``ELECTRIC_PROXY_<SECTION>_<NAME>`` may set, and which
+#: (None: every plain setting). See :mod:`electric_proxy.config_env`.
+ENVIRONMENT_SETTINGS: dict[str, tuple[type[BaseModel], tuple[str, ...] | None]] = {
+    "server": (ServerSettings, None),
+    "upstream": (UpstreamSettings, ("url",)),
+    "metrics": (MetricsSettings, ("host", "port")),
+}
+
+
+#: The plain sections, validated strictly (their ``$env``/``$file`` values typed first).
+_SECTIONS: dict[str, type[BaseModel]] = {
+    "server": ServerSettings,
+    "upstream": UpstreamSettings,
+    "health": HealthSettings,
+    "metrics": MetricsSettings,
+    "admin": AdminSettings,
+    "revocation": RevocationSettings,
+    "audit": AuditSettings,
+    "streams.upstream": UpstreamSettings,
+}
+
+
+def _origin(value: Any) -> str:
+    if isinstance(value, Mapping) and set(value) == {"$env"}:
+        return f"$env {value['$env']}"
+    if isinstance(value, Mapping) and set(value) == {"$file"}:
+        return f"$file {value['$file']}"
+    return "file"
+
+
+def _file_sources(raw: Mapping[str, Any]) -> dict[str, str]:
+    """Which options the file sets, and how (``$env``/``$file`` or written out)."""
+    found: dict[str, str] = {}
+
+    def table(prefix: str, value: Any) -> None:
+        if isinstance(value, Mapping):
+            found.update({f"{prefix}.{key}": _origin(v) for key, v in value.items()})
+
+    def chain(prefix: str, entries: Any) -> None:
+        for index, entry in enumerate(entries if isinstance(entries, list) else []):
+            table(f"{prefix}[{index}]", entry)
+
+    for section in ("server", "upstream", "health", "metrics", "admin", "revocation", "audit"):
+        table(section, raw.get(section))
+    chain("chain", raw.get("chain"))
+    streams = raw.get("streams")
+    if isinstance(streams, Mapping):
+        table("streams", {k: v for k, v in streams.items() if k not in ("upstream", "chain")})
+        table("streams.upstream", streams.get("upstream"))
+        chain("streams.chain", streams.get("chain"))
+    return found
+
+
+def parse_config(
+    raw: Mapping[str, Any], *, base: Path = Path(), environ: Mapping[str, str] | None = None
+) -> ProxyConfig:
+    """A checked config from TOML data; every problem at once in a :class:`ConfigError`.
+
+    ``environ`` (``os.environ`` for a deployment) supplies ``ELECTRIC_PROXY_<SECTION>_<NAME>``
+    settings, which win over the file's; None reads no environment (``$env`` values aside).
+    """
     problems: list[str] = []
-    data = _resolve(raw, (), base, problems)
+    data = type_indirect_values(raw, _resolve(raw, (), base, problems), _SECTIONS, problems)
+    sources = _file_sources(raw)
+    if environ is not None:
+        data, from_environment = apply_environment(data, environ, ENVIRONMENT_SETTINGS, problems)
+        sources.update(from_environment)
     sections = {
         "server",
         "upstream",
@@ -405,7 +489,8 @@ def parse_config(raw: Mapping[str, Any], *, base: Path = Path()) -> ProxyConfig:
         "audit",
     }
     problems += [
-        f"{key}: unknown section (expected {', '.join(sorted(sections))})"
+        f"{key}: unknown section{did_you_mean(key, sorted(sections))} "
+        f"(expected {', '.join(sorted(sections))})"
         for key in sorted(set(data) - sections)
     ]
     server = _model(ServerSettings, data.get("server"), "server", problems)
@@ -437,10 +522,15 @@ def parse_config(raw: Mapping[str, Any], *, base: Path = Path()) -> ProxyConfig:
         admin=admin,
         revocation=revocation,
         audit=audit,
+        sources=sources,
     )
 
 
-def load_config(path: str | os.PathLike[str]) -> ProxyConfig:
+def load_config(
+    path: str | os.PathLike[str], *, environ: Mapping[str, str] | None = None
+) -> ProxyConfig:
+    """The config file at ``path`` with the environment's overrides (``os.environ`` unless
+    ``environ`` is given); see :func:`parse_config`."""
     file = Path(path)
     try:
         raw = tomllib.loads(file.read_text())
@@ -448,4 +538,4 @@ def load_config(path: str | os.PathLike[str]) -> ProxyConfig:
         raise ConfigError([f"{file}: cannot read: {exc.strerror}"]) from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError([f"{file}: not valid TOML: {exc}"]) from None
-    return parse_config(raw, base=file.parent)
+    return parse_config(raw, base=file.parent, environ=os.environ if environ is None else environ)

@@ -5,11 +5,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
+import subprocess
+import sys
+import tomllib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
+import pytest
 
 from electric_proxy.demo import DEMO_TOKENS
 from electric_proxy.testing import free_port, read_until, run_cli, start_cli
@@ -67,7 +71,7 @@ def test_check_config_refuses_a_shape_path_serve_could_not_use(tmp_path: Path) -
     )
     result = run_cli("check-config", str(path))
     assert result.returncode == 1
-    assert "server.path: Value error, expected a path like /v1/shape" in result.stderr
+    assert "server.path: expected a path like /v1/shape" in result.stderr
 
 
 def _output(*args: str) -> tuple[int, str]:
@@ -222,3 +226,146 @@ async def test_workers_share_one_socket_and_stop_together(tmp_path: Path) -> Non
                     assert r.status == 200
     assert served.proc.returncode == 0, served.output
     assert not any(_alive(pid) for pid in children)
+
+
+def test_version_and_python_dash_m() -> None:
+    from electric_proxy import __version__
+
+    result = run_cli("--version")
+    assert (result.returncode, result.stdout) == (0, f"electric-proxy {__version__}\n")
+    # `python -m electric_proxy` is the same command, for hosts with no script on PATH.
+    module = subprocess.run(
+        [sys.executable, "-m", "electric_proxy", "--version"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert (module.returncode, module.stdout) == (0, result.stdout)
+
+
+def test_the_version_is_written_once() -> None:
+    """pyproject.toml reads it from _version.py; the installed metadata agrees."""
+    from importlib.metadata import version
+
+    from electric_proxy import __version__
+
+    pyproject = tomllib.loads((Path(__file__).parent.parent / "pyproject.toml").read_text())
+    assert "version" not in pyproject["project"]
+    assert pyproject["tool"]["setuptools"]["dynamic"]["version"] == {
+        "attr": "electric_proxy._version.__version__"
+    }
+    assert version("electric-proxy") == __version__
+
+
+def test_check_config_show_is_toml_with_each_settings_source(tmp_path: Path) -> None:
+    path = write_config(
+        tmp_path,
+        (
+            '[server]\nhost = "10.0.0.1"\nport = 9000\n'
+            '[upstream]\nurl = "http://file:3000/v1/shape"\n'
+            '[[chain]]\nuse = "credentials"\nsecret = { "$env" = "ELECTRIC_SECRET" }\n'
+        ),
+    )
+    env = {
+        "ELECTRIC_SECRET": SECRET,
+        "ELECTRIC_PROXY_SERVER_PORT": "8081",
+        "ELECTRIC_PROXY_UPSTREAM_URL": "http://env:3000/v1/shape",
+    }
+    result = run_cli("check-config", str(path), "--show", env=env)
+    assert result.returncode == 0, result.stderr
+    assert SECRET not in result.stdout + result.stderr
+    shown = tomllib.loads(result.stdout)  # the whole output, "ok" lines included as comments
+    assert shown["server"]["port"] == 8081
+    assert shown["server"]["host"] == "10.0.0.1"
+    assert shown["upstream"]["url"] == "http://env:3000/v1/shape"
+    assert shown["chain"] == [
+        {"use": "credentials", "secret": "**********", "secret_param": "secret"}
+    ]
+    lines = result.stdout.splitlines()
+    assert "port = 8081  # from ELECTRIC_PROXY_SERVER_PORT" in lines
+    assert 'host = "10.0.0.1"  # from the file' in lines
+    assert "backlog = 4096  # default" in lines
+    assert 'url = "http://env:3000/v1/shape"  # from ELECTRIC_PROXY_UPSTREAM_URL' in lines
+    assert 'secret = "**********"  # from $env ELECTRIC_SECRET' in lines
+    assert f"# {path}: ok; /v1/shape chain: credentials" in lines
+
+
+def test_check_config_names_a_bad_environment_variable(tmp_path: Path) -> None:
+    path = write_config(tmp_path, '[upstream]\nurl = "http://localhost:3000/v1/shape"\n')
+    result = run_cli("check-config", str(path), env={"ELECTRIC_PROXY_SERVER_PORT": "eighty"})
+    assert result.returncode == 1
+    assert "ELECTRIC_PROXY_SERVER_PORT: expected an integer, not 'eighty'" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        ('[server]\nport = "8080"\n', "server.port: expected an integer, not a string"),
+        (
+            '[[chain]]\nuse = "bearer"\ntokns = []\n',
+            "chain[0] (bearer).tokns: unknown option 'tokns', did you mean 'tokens'?",
+        ),
+        (
+            '[[chain]]\nuse = "policy"\nshapes.todos.where = "org_id = :org-id"\n',
+            "chain[0] (policy).shapes.todos.where: invalid row filter: ':org-id' is not one "
+            "placeholder",
+        ),
+        # serve would fail to bind the metrics listener on the proxy's own port.
+        (
+            "[server]\nport = 9100\n[metrics]\nport = 9100\n",
+            "metrics.port: 9100 is also server.port",
+        ),
+    ],
+)
+def test_check_config_refuses_what_serve_would(tmp_path: Path, body: str, expected: str) -> None:
+    path = write_config(tmp_path, f'[upstream]\nurl = "http://localhost:3000/v1/shape"\n{body}')
+    result = run_cli("check-config", str(path))
+    assert result.returncode == 1
+    assert expected in result.stderr, result.stderr
+
+
+def test_help_and_version_do_not_load_the_proxy() -> None:
+    """--help answers before aiohttp, pydantic or pglast are imported: fast on any host. The
+    package's own import must stay as light (its exports load on first use)."""
+    code = (
+        "import sys, contextlib, io\n"
+        "from electric_proxy.cli import main\n"
+        "with contextlib.suppress(SystemExit), contextlib.redirect_stdout(io.StringIO()):\n"
+        "    main(['--help'])\n"
+        "heavy = ('aiohttp', 'pydantic', 'pglast', 'joserfc', 'electric_proxy.config')\n"
+        "print(sorted(m for m in heavy if m in sys.modules))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
+    assert result.stdout.strip() == "[]"
+
+
+async def test_serve_takes_its_port_from_the_environment(tmp_path: Path) -> None:
+    """The file says one port, ELECTRIC_PROXY_SERVER_PORT another: serve listens on the latter."""
+    port = free_port()
+    env = {"ELECTRIC_PROXY_SERVER_PORT": str(port)}
+    chain = (
+        '[[chain]]\nuse = "policy"\nshapes.todos = {}\n'
+        f'[[chain]]\nuse = "credentials"\nsecret = "{SECRET}"\n'
+    )
+    async with serving(tmp_path, chain, env=env) as s:
+        assert s.url != f"http://127.0.0.1:{port}/v1/shape"  # the file's port, not used
+        await read_until(s.stdout, "Running on")
+        async with aiohttp.ClientSession() as session:
+            url = f"http://127.0.0.1:{port}/v1/shape"
+            async with session.get(url, params={"offset": "-1", "table": "todos"}) as r:
+                assert r.status == 200
+    assert s.proc.returncode == 0, s.output
+
+
+def test_check_config_with_workers_refuses_a_shared_metrics_path(tmp_path: Path) -> None:
+    """serve --workers 2 refuses [metrics] main_path; check-config --workers 2 says so first."""
+    path = write_config(
+        tmp_path,
+        '[upstream]\nurl = "http://localhost:3000/v1/shape"\n[metrics]\nmain_path = "/metrics"\n',
+    )
+    assert run_cli("check-config", str(path)).returncode == 0
+    result = run_cli("check-config", str(path), "--workers", "2")
+    assert result.returncode == 1
+    assert "metrics.main_path: cannot be used with --workers above 1" in result.stderr

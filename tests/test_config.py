@@ -63,7 +63,7 @@ def test_describe_masks_every_secret(secrets: Path) -> None:
         ),
         (
             lambda c: c["chain"][1]["shapes"]["todos"].update(where="org_id = ("),
-            "chain[1] (policy).shapes.todos.where: Value error, invalid row filter",
+            "chain[1] (policy).shapes.todos.where: invalid row filter",
         ),
         (
             lambda c: c["chain"][2].update(secret_param="password"),
@@ -71,7 +71,7 @@ def test_describe_masks_every_secret(secrets: Path) -> None:
         ),
         (
             lambda c: c["chain"][2].update(colour="blue"),
-            "chain[2] (credentials).colour: Extra inputs are not permitted",
+            "chain[2] (credentials).colour: unknown option 'colour'",
         ),
         (
             lambda c: c["chain"].append({"use": "nope"}),
@@ -84,13 +84,19 @@ def test_describe_masks_every_secret(secrets: Path) -> None:
         ),
         (
             lambda c: c["upstream"].update(url="ftp://x"),
-            "upstream.url: Value error, expected an http:// or https:// URL",
+            "upstream.url: expected an http:// or https:// URL",
         ),
         (
             lambda c: c["upstream"].update(url="http://e:3000/v1/shape?secret=x"),
-            "upstream.url: Value error, the upstream URL must not carry a query",
+            "upstream.url: the upstream URL must not carry a query",
         ),
         (lambda c: c.update(extra={}), "extra: unknown section"),
+        (
+            # Would parse as `org_id = :org - id` and refuse everyone at run time.
+            lambda c: c["chain"][1]["shapes"]["todos"].update(where="org_id = :org-id"),
+            "chain[1] (policy).shapes.todos.where: invalid row filter: ':org-id' is not one "
+            "placeholder",
+        ),
     ],
 )
 def test_errors_name_the_step_and_option_path(secrets: Path, change: Any, expected: str) -> None:
@@ -107,7 +113,7 @@ def test_errors_never_echo_secret_values(secrets: Path) -> None:
     with pytest.raises(ConfigError) as info:
         parse_config(config, base=secrets)
     assert "short" not in str(info.value)
-    assert "chain[0] (bearer).tokens.0.token" in str(info.value)
+    assert "chain[0] (bearer).tokens[0].token: expected at least 16 characters" in str(info.value)
 
 
 def test_load_config_reads_toml(secrets: Path) -> None:
@@ -143,7 +149,7 @@ def test_server_path_is_checked_with_its_option_path(path: str, reason: str) -> 
     with pytest.raises(ConfigError) as info:
         parse_config({"server": {"path": path}, "upstream": {"url": "http://e:3000"}})
     [problem] = info.value.problems
-    assert problem.startswith("server.path: Value error, expected a path like /v1/shape")
+    assert problem.startswith("server.path: expected a path like /v1/shape")
     assert reason in problem
 
 
@@ -194,3 +200,60 @@ async def test_a_refused_path_is_one_no_client_could_reach(aiohttp_client: Any) 
     client = await aiohttp_client(ShapeProxy(upstream="http://127.0.0.1:1", path="/a b").app())
     async with client.get("/a%20b", params={"offset": "-1"}) as response:
         assert response.status == 404
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        # An extra key is a typo until shown otherwise: name it and the option it looks like.
+        (
+            {"chain": [{"use": "bearer", "tokns": []}]},
+            "chain[0] (bearer).tokns: unknown option 'tokns', did you mean 'tokens'?",
+        ),
+        (
+            {"chain": [{"use": "policy", "shapes": {"todos": {"wher": "a = 1"}}}]},
+            "chain[0] (policy).shapes.todos.wher: unknown option 'wher', did you mean 'where'?",
+        ),
+        (
+            {
+                "chain": [
+                    {"use": "bearer", "tokens": [{"token": "t" * 20, "sub": "a", "clams": {}}]}
+                ]
+            },
+            "chain[0] (bearer).tokens[0].clams: unknown option 'clams', did you mean 'claims'?",
+        ),
+        ({"server": {"hots": "::"}}, "server.hots: unknown option 'hots', did you mean 'host'?"),
+        ({"sever": {}}, "sever: unknown section, did you mean 'server'?"),
+        (
+            {"chain": [{"use": "polcy"}]},
+            "chain[0]: no step named 'polcy' is installed; did you mean",
+        ),
+        # A secret's length is in characters, not pydantic's "items".
+        (
+            {"chain": [{"use": "bearer", "tokens": [{"token": "short", "sub": "a"}]}]},
+            "chain[0] (bearer).tokens[0].token: expected at least 16 characters",
+        ),
+        # TOML has numbers and booleans; a quoted one is a mistake, not a string to coerce.
+        (
+            {"server": {"port": "8080"}},
+            "server.port: expected an integer, not a string (write it without quotes)",
+        ),
+        ({"server": {"coalesce_live": "yes"}}, "server.coalesce_live: expected true or false"),
+        ({"server": {"backlog": 1.5}}, "server.backlog: expected an integer, not a number"),
+        ({"metrics": {"port": "9464"}}, "metrics.port: expected an integer, not a string"),
+        ({"health": {"timeout": "2"}}, "health.timeout: expected a number, not a string"),
+        ({"chain": [{"use": "jwt"}]}, "chain[0] (jwt).algorithms: required option is missing"),
+    ],
+)
+def test_errors_speak_the_config_authors_language(raw: dict[str, Any], expected: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config({"upstream": {"url": "http://electric:3000"}, **raw})
+    assert any(p.startswith(expected) for p in info.value.problems), info.value.problems
+    assert not any("Value error" in p or "pydantic" in p for p in info.value.problems)
+
+
+def test_a_secrets_value_is_never_quoted_in_a_type_error() -> None:
+    raw = {"upstream": {"url": "http://e:3000"}, "chain": [{"use": "credentials", "secret": 12345}]}
+    with pytest.raises(ConfigError) as info:
+        parse_config(raw)
+    assert "12345" not in str(info.value)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 import time
 import tomllib
 from pathlib import Path
@@ -116,5 +115,5 @@ def test_check_config_accepts_it_and_masks_its_keys(
     assert result.returncode == 0, result.stderr
     assert f"chain: {STEP}, policy, credentials" in result.stdout
     assert K2 not in result.stdout and K2 not in result.stderr
-    shown = json.loads(result.stdout.split("\n", 1)[1])
+    shown = tomllib.loads(result.stdout)
     assert shown["chain"][0]["keys"] == {"k2": "**********"}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import sys
 from pathlib import Path
 from types import ModuleType
 
@@ -15,12 +16,34 @@ README = (Path(__file__).parent.parent / "README.md").read_text()
 def test_all_is_sorted_and_complete() -> None:
     exported = electric_proxy.__all__
     assert exported == sorted(exported, key=lambda n: (not n.isupper(), n))
+    # The names are imported on first use: each must resolve, to the object its module
+    # defines, and be listed by dir(); once all are resolved nothing else is public.
+    for name in exported:
+        value = getattr(electric_proxy, name)
+        module = electric_proxy._EXPORTS[name]
+        assert value is getattr(sys.modules[f"electric_proxy.{module}"], name), name
+    assert set(exported) <= set(dir(electric_proxy))
     public = {
         name
         for name, value in vars(electric_proxy).items()
         if not name.startswith(("_", "@")) and not isinstance(value, ModuleType)
     }
     assert set(exported) == public
+
+
+def test_an_unknown_name_is_an_attribute_error() -> None:
+    try:
+        electric_proxy.NoSuchThing  # type: ignore[attr-defined]  # noqa: B018
+    except AttributeError as exc:
+        assert "'electric_proxy' has no attribute 'NoSuchThing'" in str(exc)
+    else:
+        raise AssertionError("electric_proxy.NoSuchThing resolved")
+
+
+def test_star_import_gives_every_exported_name() -> None:
+    namespace: dict[str, object] = {}
+    exec("from electric_proxy import *", namespace)
+    assert set(electric_proxy.__all__) <= set(namespace)
 
 
 def test_every_export_is_documented_in_the_readme() -> None:

@@ -501,6 +501,14 @@ def test_server_filter_may_use_a_subquery_and_dollar_quotes() -> None:
         ("org_id = :", "':' must be followed directly by a claim name", 9),
         ("org_id = : org", "':' must be followed directly by a claim name", 9),
         ('org_id = :"x"', "':' must be followed directly by a claim name", 9),
+        # A claim name run into '-' would parse as subtraction and fail only at run time.
+        ("org_id = :org-id", "':org-id' is not one placeholder", 13),
+        ("org_id = :org-id", "reads as ':org' then '-id'; write it as ':org_id'", 13),
+        ("v > :min_version-1", "or put a space before '-' to subtract", 16),
+        ("org_id = :claims.org-id", "reads as ':claims.org' then '-id'", 20),
+        ("org_id = :x.1", "':x.1' is not one placeholder", 11),
+        ("org_id = :orgé", "claim name holds only ASCII letters, digits and '_'", 9),
+        ("org_id = :org$id", "claim name holds only ASCII letters, digits and '_'", 9),
         ("org_id = :org_id)", 'syntax error at or near ")"', 16),
         ("org_id = :org_id; DROP TABLE t", "';' is not allowed", 16),
         ("a = :x UNION SELECT 1", "UNION/INTERSECT/EXCEPT is not allowed", 7),
@@ -514,6 +522,12 @@ def test_bad_server_filters(text: str, reason: str, position: int | None) -> Non
     assert reason in info.value.reason
     assert info.value.position == position
     assert info.value.field == "server_where"
+
+
+def test_placeholders_followed_by_an_operator_with_a_space_or_a_cast_still_work() -> None:
+    server = ServerFilter.compile("v > :min_version - 1 AND o = :claims.org::text AND p = (:x)")
+    assert server.claims == ("min_version", "claims.org", "x")
+    assert server.sql == "v > $1 - 1 AND o = CAST($2 AS text) AND p = $3"
 
 
 def test_server_error_positions_refer_to_the_configured_text() -> None:

@@ -12,6 +12,8 @@ from ._text import _WHERE_PREFIX, _check_text, _parse_expression, _tokens
 from ._tree import _param_numbers, _round_trip
 
 _CLAIM_SEGMENT: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+#: The name-like text a placeholder runs into, quoted back in the refusal.
+_RUN_ON: Final = re.compile(r"[\w.$-]+")
 
 
 @dataclass(frozen=True)
@@ -69,15 +71,18 @@ class ServerFilter:
             if token.name != "ASCII_58" or bracket_depth > 0:
                 continue
             name, index = _claim_name(tokens, index, token.end, text, offset)
+            start = token.start - offset
             if name is None:
+                glued = text[start + 1 : start + 2]
+                if glued.isalpha() or glued in ("_", "$"):
+                    raise _Rejected(f"{_CLAIM_RULE}, e.g. :org_id", start)
                 raise _Rejected(
-                    "':' must be followed directly by a claim name, e.g. :org_id",
-                    token.start - offset,
+                    "':' must be followed directly by a claim name, e.g. :org_id", start
                 )
+            end = tokens[index - 1].end + 1 - offset
+            _refuse_glued(name, text, end)
             if name not in claims:
                 claims.append(name)
-            start = token.start - offset
-            end = tokens[index - 1].end + 1 - offset
             replacement = f" ${claims.index(name) + 1} "
             before = text[cursor:start]
             pieces += [before, replacement]
@@ -94,6 +99,37 @@ class ServerFilter:
         if _param_numbers(node) != set(range(1, len(claims) + 1)):
             raise _Rejected("placeholders could not be resolved unambiguously")
         return cls(sql=_round_trip(node), claims=tuple(claims))
+
+
+#: What a placeholder's claim name may be, as the refusals say it.
+_CLAIM_RULE: Final = (
+    "a placeholder's claim name holds only ASCII letters, digits and '_', with '.' between "
+    "the parts of a nested claim (:org.id)"
+)
+
+
+def _refuse_glued(name: str, text: str, end: int) -> None:
+    """Refuse a placeholder run into more name-like text: ``:org-id`` reads as ``:org - id``.
+
+    Postgres would parse it (a claim minus a column) and the mistake would only show at run
+    time, as a missing claim and a 403 for everyone; here it is a config error. Subtraction
+    is still possible with a space: ``:version - 1``.
+    """
+    glued = text[end : end + 1]
+    if not (glued in ("-", ".", "_", "$") or glued.isalnum()):
+        return
+    run = _RUN_ON.match(text, end)
+    written = f":{name}{run.group() if run else glued}"
+    fix = (
+        f"write it as {written.replace('-', '_')!r}, or put a space before '-' to subtract"
+        if glued == "-"
+        else "end the claim name with a space or an operator"
+    )
+    raise _Rejected(
+        f"{written!r} is not one placeholder ({_CLAIM_RULE}): it reads as ':{name}' then "
+        f"{written[len(name) + 1 :]!r}; {fix}",
+        end,
+    )
 
 
 @dataclass(frozen=True)
