@@ -46,7 +46,7 @@ if typing.TYPE_CHECKING:
         UpstreamTimeout,
         UpstreamUnavailable,
     )
-    from .explain import Decision, explain, explain_async
+    from .explainer import Decision, explain, explain_async
     from .forward import UpstreamResponse, UpstreamSettings
     from .health import Health, HealthSettings
     from .http_server import ProxyRunner, own_application, server_options
@@ -107,7 +107,7 @@ _EXPORTS: dict[str, str] = {
     "ConfigError": "config",
     "Cors": "steps.cors",
     "Credentials": "steps.credentials",
-    "Decision": "explain",
+    "Decision": "explainer",
     "DuplicateParameter": "errors",
     "ElectricProxyError": "errors",
     "EndpointObserver": "endpoint",
@@ -166,8 +166,8 @@ _EXPORTS: dict[str, str] = {
     "build_step": "registry",
     "client_query": "chain",
     "current_request_id": "logs",
-    "explain": "explain",
-    "explain_async": "explain",
+    "explain": "explainer",
+    "explain_async": "explainer",
     "live_kind": "protocol",
     "load_config": "config",
     "make_private": "caching",

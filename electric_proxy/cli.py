@@ -46,14 +46,15 @@ def _check_config(args: argparse.Namespace) -> int:
     config = _load(args.config)
     if config is None:
         return 1
-    if args.workers > 1 and config.metrics is not None and config.metrics.main_path is not None:
-        # serve --workers refuses it: each scrape would reach one worker at random.
-        print(
-            f"{args.config}: invalid config\n  metrics.main_path: cannot be used with "
-            "--workers above 1; use the metrics listener (worker i listens on port + i)",
-            file=sys.stderr,
-        )
-        return 1
+    if args.workers > 1:
+        from .server import worker_problems
+
+        problems = worker_problems(config)
+        if problems:
+            print(f"{args.config}: invalid config", file=sys.stderr)
+            for problem in problems:
+                print(f"  {problem}", file=sys.stderr)
+            return 1
     # Assemble the app as serve would, without running it: whatever the endpoints refuse
     # when built is a problem now, not at the next deploy.
     try:
@@ -126,7 +127,7 @@ def _demo(args: argparse.Namespace) -> int:
 def _explain(args: argparse.Namespace) -> int:
     from .chain import Principal
     from .config import ConfigError
-    from .explain import explain
+    from .explainer import explain
 
     config = _load(args.config)
     if config is None:

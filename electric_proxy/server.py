@@ -53,6 +53,7 @@ __all__ = [
     "raise_open_file_limit",
     "serve",
     "serve_workers",
+    "worker_problems",
 ]
 
 log = logging.getLogger("electric_proxy")
@@ -194,19 +195,29 @@ def _worker(config: ProxyConfig, sock: socket.socket, index: int) -> None:
     )
 
 
+def worker_problems(config: ProxyConfig) -> list[str]:
+    """What ``serve --workers N`` (N > 1) refuses in ``config``; ``check-config --workers``
+    reports the same list."""
+    problems = []
+    if config.metrics is not None and config.metrics.main_path is not None:
+        problems.append(
+            "metrics.main_path: cannot be used with --workers above 1: each scrape would reach "
+            "one worker at random; use the metrics listener (worker i listens on port + i)"
+        )
+    if config.admin is not None and config.revocation is None:
+        problems.append(
+            "admin: with --workers above 1 it needs [revocation]: an interrupt sent to one "
+            "worker would end that worker's requests only; set [revocation] redis_url"
+        )
+    return problems
+
+
 def serve_workers(config: ProxyConfig, host: str, port: int, workers: int) -> int:
     """Supervise ``workers`` forked processes on one socket; the exit status."""
-    if config.metrics is not None and config.metrics.main_path is not None:
-        workers_log.error(
-            "metrics.main_path cannot be used with --workers: each scrape would reach one "
-            "worker at random; use the metrics listener (worker i listens on port + i)"
-        )
-        return 1
-    if config.admin is not None and config.revocation is None:
-        workers_log.error(
-            "[admin] with --workers needs [revocation]: an interrupt sent to one worker would "
-            "end that worker's requests only; set [revocation] redis_url"
-        )
+    problems = worker_problems(config)
+    for problem in problems:
+        workers_log.error("%s", problem)
+    if problems:
         return 1
     sock = socket.create_server((host, port), backlog=config.server.backlog)
     sock.set_inheritable(True)

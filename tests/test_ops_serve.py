@@ -235,4 +235,4 @@ async def test_workers_refuse_metrics_on_the_shared_port(tmp_path: Path) -> None
     proc = await start_cli("serve", "--config", str(path), "--workers", "2")
     output = (await asyncio.wait_for(proc.communicate(), 20))[0].decode()
     assert proc.returncode == 1
-    assert "metrics.main_path cannot be used with --workers" in output
+    assert "metrics.main_path: cannot be used with --workers" in output

@@ -588,7 +588,13 @@ async def test_workers_refuse_an_admin_endpoint_without_redis(tmp_path: Any) -> 
         f'[server]\nport = {free_port()}\n[upstream]\nurl = "http://127.0.0.1:9/v1/shape"\n'
         "[admin]\nport = 0\n"
     )
+    refusal = "admin: with --workers above 1 it needs [revocation]"
     proc = await start_cli("serve", "--config", str(path), "--workers", "2")
     output = (await asyncio.wait_for(proc.communicate(), 20))[0].decode()
     assert proc.returncode == 1
-    assert "[admin] with --workers needs [revocation]" in output
+    assert refusal in output
+    # check-config --workers 2 says so before a deploy does.
+    proc = await start_cli("check-config", str(path), "--workers", "2")
+    output = (await asyncio.wait_for(proc.communicate(), 20))[0].decode()
+    assert proc.returncode == 1
+    assert refusal in output
