@@ -321,10 +321,6 @@ async def test_process_numbers_build_info_and_no_created_series(
     assert "electric_proxy_requests_total{" in om_text and "_created" not in om_text
     elsewhere = prometheus_client.Counter("elsewhere", "", registry=None)
     assert any(s.name == "elsewhere_created" for s in next(iter(elsewhere.collect())).samples)
-    # The process collector is this registry's own, not the default registry's.
-    collectors = metrics.registry._names_to_collectors
-    default_collectors = prometheus_client.REGISTRY._names_to_collectors
-    assert collectors["process_open_fds"] is not default_collectors.get("process_open_fds")
 
 
 async def test_a_listener_of_its_own(
