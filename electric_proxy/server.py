@@ -146,6 +146,9 @@ def serve(
     ``host`` and ``port`` override ``[server]``; ``workers`` above 1 forks that many.
     """
     configure_logging(config.server.log_format)
+    # SIGHUP's default is to end the process. Until the event loop handles it, a reload is
+    # moot: the certificate is read after this, from the files as they are then.
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     raise_open_file_limit()
     server = config.server
     host = host or server.host
@@ -178,6 +181,7 @@ def _tls(config: ProxyConfig) -> tuple[ssl.SSLContext | None, Callable[[], objec
 
 
 def _worker(config: ProxyConfig, sock: socket.socket, index: int) -> None:
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # not the supervisor's forwarding (see serve)
     workers_log.info("worker %d (pid %d) serving", index, os.getpid())
     server = config.server
     ssl_context, on_sighup = _tls(config)
