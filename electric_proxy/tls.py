@@ -19,6 +19,7 @@ and the old key.
 from __future__ import annotations
 
 import logging
+import os
 import ssl
 
 __all__ = ["reload_certificate", "server_context", "tls_problem"]
@@ -57,15 +58,22 @@ def tls_problem(cert: str, key: str) -> str | None:
 
 def reload_certificate(context: ssl.SSLContext, cert: str, key: str) -> bool:
     """Load ``cert`` and ``key`` again into the live ``context``, if they load; whether
-    they did. Logs the outcome either way."""
+    they did. Logs the outcome either way, with the process ID: with ``--workers`` each
+    worker reloads its own."""
     problem = tls_problem(cert, key)
     if problem is not None:
-        log.error("TLS certificate not reloaded, the previous one stays in use: %s", problem)
+        log.error(
+            "TLS certificate not reloaded in process %d, the previous one stays in use: %s",
+            os.getpid(),
+            problem,
+        )
         return False
     try:
         context.load_cert_chain(cert, key, password=_no_password)
     except (OSError, ssl.SSLError) as exc:  # the files changed again since the check
-        log.error("TLS certificate reload failed: %s", type(exc).__name__)
+        log.error(
+            "TLS certificate reload failed in process %d: %s", os.getpid(), type(exc).__name__
+        )
         return False
-    log.info("TLS certificate reloaded")
+    log.info("TLS certificate reloaded in process %d", os.getpid())
     return True

@@ -4,9 +4,11 @@ the listener and the open connections stay, and `check-config` refusing what can
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime
 import hashlib
 import ipaddress
+import re
 import signal
 import ssl
 from pathlib import Path
@@ -17,10 +19,10 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
-from test_cli import SECRET, serving
+from test_cli import SECRET, Served, serving
 
 from electric_proxy import ConfigError, parse_config
-from electric_proxy.testing import read_until
+from electric_proxy.testing import read_until, run_cli
 
 CHAIN = (
     '[[chain]]\nuse = "policy"\nshapes.todos.where = "done = false"\n'
@@ -85,6 +87,28 @@ async def served_certificate(port: int, context: ssl.SSLContext) -> str:
     return fingerprint(der)
 
 
+async def sighup_until(served: Served, processes: int, needle: str) -> str:
+    """Send SIGHUP until ``processes`` distinct processes logged ``needle``; their lines.
+
+    A worker still starting ignores SIGHUP (it reads the files after that), so the signal
+    is sent again until every worker has answered it."""
+    pattern = re.compile(re.escape(needle) + r" (\d+)")
+    seen: set[str] = set()
+    lines = ""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 60
+    while len(seen) < processes:
+        assert loop.time() < deadline, f"only {len(seen)} of {processes} processes: {lines}"
+        served.proc.send_signal(signal.SIGHUP)
+        with contextlib.suppress(TimeoutError):
+            while len(seen) < processes:
+                line = (await asyncio.wait_for(served.stdout.readline(), 5)).decode()
+                assert line, f"the proxy ended: {lines}"
+                lines += line
+                seen.update(pattern.findall(line))
+    return lines
+
+
 async def _opened(opened: list[object]) -> None:
     opened.append(None)
 
@@ -120,9 +144,7 @@ async def test_serve_over_tls_and_renew_the_certificate_on_sighup(
                     await plain.get(f"http://127.0.0.1:{port}/v1/shape", params=SHAPE)
 
             install(tmp_path, *second)
-            served.proc.send_signal(signal.SIGHUP)
-            for _ in range(workers):
-                served.output += await read_until(served.stdout, "TLS certificate reloaded")
+            await sighup_until(served, workers, "TLS certificate reloaded in process")
             both = trusting(first[0], second[0])
             new = fingerprint(second[0])
             for _ in range(4 * workers):  # new connections, spread over the workers
@@ -140,9 +162,7 @@ async def test_serve_over_tls_and_renew_the_certificate_on_sighup(
             # A renewal that does not load keeps the certificate in use.
             (tmp_path / "key.pem").write_bytes(first[1])
             served.proc.send_signal(signal.SIGHUP)
-            refused = ""
-            for _ in range(workers):
-                refused += await read_until(served.stdout, "not reloaded")
+            refused = await sighup_until(served, workers, "not reloaded in process")
             assert "certificate and key cannot be used together" in refused
             assert await served_certificate(port, both) == new
     assert served.proc.returncode == 0, served.output
@@ -193,3 +213,16 @@ async def test_without_tls_sighup_is_logged_and_ignored(tmp_path: Path) -> None:
         ):
             assert resp.status == 200
     assert served.proc.returncode == 0, served.output
+
+
+def test_check_config_exits_1_on_half_a_tls_setting(tmp_path: Path) -> None:
+    cert, key = self_signed("proxy")
+    install(tmp_path, cert, key)
+    upstream = '[upstream]\nurl = "http://electric:3000/v1/shape"\n'
+    config = tmp_path / "proxy.toml"
+    config.write_text(f'[server]\ntls_cert = "cert.pem"\n{upstream}')
+    refused = run_cli("check-config", str(config))
+    assert refused.returncode == 1
+    assert "set both tls_cert and tls_key" in refused.stderr
+    config.write_text(f"[server]\n{TLS}{upstream}")
+    assert run_cli("check-config", str(config)).returncode == 0
