@@ -1,7 +1,8 @@
 """One line per request through aiohttp's access-log hook, with nothing secret in it.
 
-``[server] access_log = "text"`` (the default), ``"json"`` or ``"off"``; in code,
-``web.run_app(app, access_log_class=AccessLogger)`` (or :class:`JsonAccessLogger`).
+``[server] access_log = "text"`` (the default), ``"json"`` or ``"off"``, in the form of
+``[server] log_format``; in code, ``web.run_app(app, access_log_class=AccessLogger)`` (or
+:class:`JsonAccessLogger`).
 
 A line holds the client address, method, path, the query reduced to what is safe, status,
 bytes sent, duration, request ID, principal ID and the upstream's status. aiohttp's default
@@ -30,7 +31,7 @@ from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 
 from .keys import CLIENT_IP, PRINCIPAL, REQUEST_ID, UPSTREAM_STATUS
-from .logs import current_request_id
+from .logs import JSON_FIELDS, JSON_MESSAGE, JsonLogFormatter, current_request_id
 from .protocol import PASS_THROUGH_PARAMS, SUBSET_PAGING_PARAMS
 
 __all__ = [
@@ -112,7 +113,12 @@ class AccessLogger(AbstractAccessLogger):
 
     def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
         try:
-            self.logger.info(self.format(self.fields(request, response, time)))
+            fields = self.fields(request, response, time)
+            # The fields again for a JSON formatter (``[server] log_format = "json"``), which
+            # makes them the line's own keys beside a short message.
+            summary = f"{fields['method']} {fields['path']} {fields['status']}"
+            extra = {JSON_FIELDS: fields, JSON_MESSAGE: summary}
+            self.logger.info(self.format(fields), extra=extra)
         except Exception:
             self.logger.exception("could not write an access log line")
 
@@ -141,14 +147,17 @@ def access_log_options(mode: AccessLogMode) -> dict[str, Any]:
     """The ``web.run_app`` keyword arguments for a ``[server] access_log`` mode.
 
     JSON lines go to stderr alone (no text prefix), through a handler added to the
-    ``electric_proxy.access`` logger unless it already has one.
+    ``electric_proxy.access`` logger unless it already has one; it writes what
+    :class:`~electric_proxy.logs.JsonLogFormatter` makes of the record: the request's fields
+    with ``time``, ``level``, ``logger`` and a short ``message`` (``GET /v1/shape 200``), the
+    same object as every other line of ``[server] log_format = "json"``.
     """
     if mode == "off":
         return {"access_log": None}
     logger = logging.getLogger(LOGGER_NAME)
     if mode == "json" and not logger.handlers:
         handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(message)s"))
+        handler.setFormatter(JsonLogFormatter())
         logger.addHandler(handler)
         logger.propagate = False
     cls = JsonAccessLogger if mode == "json" else AccessLogger

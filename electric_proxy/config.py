@@ -41,7 +41,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from .access_log import AccessLogMode, access_log_options
 from .audit import AuditSettings
@@ -52,11 +59,13 @@ from .config_errors import did_you_mean, validation_problems
 from .errors import ElectricProxyError
 from .forward import UpstreamSettings
 from .health import HealthSettings, path_conflict
+from .log_setup import LogFormat
 from .metrics import MetricsSettings, metrics_available
 from .registry import RegistryError, build_step, load_step_class
 from .revocation import AdminSettings, RevocationSettings, redis_available
 from .runtime import EventLoopChoice, uvloop_available
 from .shape_cache import DEFAULT_SHAPE_CACHE_BYTES
+from .tls import tls_problem
 
 if TYPE_CHECKING:
     from aiohttp import web
@@ -169,15 +178,65 @@ class ServerSettings(BaseModel):
         return value
 
     access_log: AccessLogMode = Field(
-        "text", description="One line per request: text, json or off (queries redacted)"
+        "text",
+        description="One line per request: text, json or off (queries redacted); its form "
+        "follows log_format, and 'json' alone also makes log_format 'json'",
     )
+    log_format: LogFormat = Field(
+        "text",
+        description="Every line the process writes: text, or one JSON object per line "
+        "(the default is 'json' when access_log = 'json')",
+    )
+    tls_cert: str | None = Field(
+        None, description="PEM certificate chain to serve HTTPS with (relative to the config)"
+    )
+    tls_key: str | None = Field(
+        None, description="PEM private key of tls_cert, unencrypted; both reload on SIGHUP"
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _json_access_log_means_json_lines(cls, data: Any) -> Any:
+        # A JSON access log is read by a pipeline that parses every line: a text line among
+        # them would be a parse error, so asking for one asks for JSON everywhere.
+        json_access = isinstance(data, Mapping) and data.get("access_log") == "json"
+        if json_access and "log_format" not in data:
+            return {**data, "log_format": "json"}
+        return data
+
+    @field_validator("tls_cert", "tls_key")
+    @classmethod
+    def _readable(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                with open(value, "rb"):
+                    pass
+            except OSError as exc:
+                raise ValueError(f"cannot read {value}: {exc.strerror}") from None
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ServerSettings:
+        if self.log_format == "text" and self.access_log == "json":
+            raise ValueError(
+                "access_log = 'json' with log_format = 'text' would mix JSON and text lines "
+                "on stderr; set log_format = 'json' (or leave it out)"
+            )
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("set both tls_cert and tls_key for HTTPS, or neither")
+        if self.tls_cert is not None and self.tls_key is not None:
+            problem = tls_problem(self.tls_cert, self.tls_key)
+            if problem is not None:
+                raise ValueError(f"tls_cert and tls_key: {problem}")
+        return self
 
     def run_app_options(self) -> dict[str, Any]:
         """What ``serve`` passes to ``web.run_app`` besides the address."""
+        access: AccessLogMode = "off" if self.access_log == "off" else self.log_format
         return {
             "shutdown_timeout": self.shutdown_timeout,
             "handler_cancellation": True,
-            **access_log_options(self.access_log),
+            **access_log_options(access),
         }
 
 
@@ -463,6 +522,18 @@ def _file_sources(raw: Mapping[str, Any]) -> dict[str, str]:
     return found
 
 
+def _tls_paths(server: Any, base: Path) -> Any:
+    """``tls_cert`` and ``tls_key`` relative to the config file, as ``$file`` paths are."""
+    if not isinstance(server, Mapping):
+        return server
+    return {
+        key: str(base / value)
+        if key in ("tls_cert", "tls_key") and isinstance(value, str)
+        else value
+        for key, value in server.items()
+    }
+
+
 def parse_config(
     raw: Mapping[str, Any], *, base: Path = Path(), environ: Mapping[str, str] | None = None
 ) -> ProxyConfig:
@@ -493,7 +564,7 @@ def parse_config(
         f"(expected {', '.join(sorted(sections))})"
         for key in sorted(set(data) - sections)
     ]
-    server = _model(ServerSettings, data.get("server"), "server", problems)
+    server = _model(ServerSettings, _tls_paths(data.get("server"), base), "server", problems)
     health = _model(HealthSettings, data.get("health"), "health", problems)
     metrics = _optional(
         MetricsSettings, data, "metrics", problems, metrics_available, "the prometheus-client"

@@ -11,7 +11,8 @@ message with a traceback at ERROR on ``aiohttp.server``, sends the same message 
   test server. Its ``logger`` (aiohttp's public ``RequestHandler`` option) writes every
   line of the server as the proxy does: the message, and for an exception its class and
   frames (:func:`~electric_proxy.logs.describe_exception`), never its text. Enough to keep
-  secrets out of the logs of any embedding.
+  secrets out of the logs of any embedding; ``[server] log_format = "json"`` shows the
+  message and the exception as fields of their own.
 * :class:`ProxyRunner`: an ``AppRunner`` that also answers such requests with the proxy's
   JSON 400 and ``Server: electric-proxy``. aiohttp has no public hook for this answer, so a
   ``RequestHandler`` subclass overrides ``handle_error``; ``serve``, ``demo`` and the test
@@ -35,7 +36,7 @@ from aiohttp.web_protocol import RequestHandler
 
 from .access_log import access_log_options
 from .errors import error_for_status, json_errors
-from .logs import describe_exception
+from .logs import DESCRIBED_EXCEPTION, JSON_MESSAGE, describe_exception
 
 __all__ = ["ProxyRunner", "own_application", "server_options"]
 
@@ -74,9 +75,13 @@ class _ServerLog(logging.LoggerAdapter[logging.Logger]):
         except (TypeError, ValueError):
             text = str(msg)
         exc = _exception(exc_info)
-        if exc is not None:
-            text = f"{text}\n{describe_exception(exc)}"
-        self.logger.log(level, "%s", text, stacklevel=stacklevel + 1)
+        if exc is None:
+            self.logger.log(level, "%s", text, stacklevel=stacklevel + 1)
+            return
+        # The text holds the description for any formatter; a JSON one shows them apart.
+        extra = {JSON_MESSAGE: text, DESCRIBED_EXCEPTION: exc}
+        described = f"{text}\n{describe_exception(exc)}"
+        self.logger.log(level, "%s", described, stacklevel=stacklevel + 1, extra=extra)
 
 
 def server_options() -> dict[str, Any]:
@@ -119,8 +124,7 @@ class _ProxyRequestHandler(RequestHandler):
         # ``message`` is the parser's text: it quotes the request, so it is never used.
         kind = "-" if exc is None else type(exc).__name__
         if status >= 500:
-            detail = "" if exc is None else "\n" + describe_exception(exc)
-            self.logger.error("%d answering %s: %s%s", status, request.remote, kind, detail)
+            self.logger.error("%d answering %s: %s", status, request.remote, kind, exc_info=exc)
         elif self._request_count == 1 and isinstance(exc, BadHttpMethod):
             self.logger.debug("not HTTP from %s: %s", request.remote, kind)
         else:

@@ -13,7 +13,16 @@ Values are recorded where they are cheapest:
 * an ``aiohttp.TraceConfig`` on the upstream session: time to Electric's response headers,
   once per upstream request (a coalesced long-poll is one);
 * a collector read at scrape time: held live requests, coalescing, JWKS fetches and key
-  outages come from counters the proxy keeps anyway, at no cost per request.
+  outages come from counters the proxy keeps anyway, at no cost per request;
+* the process, read from ``/proc`` at scrape time by prometheus_client's ``ProcessCollector``
+  (open file descriptors and their limit: each held request costs two; memory, CPU, start
+  time), and ``electric_proxy_build_info`` naming the versions that run.
+
+No ``_created`` series: prometheus_client adds one per counter and histogram child (the time
+it was first used), which doubles the series and that nobody graphs. Its switches are
+process-wide (``disable_created_metrics()``, or ``PROMETHEUS_DISABLE_CREATED_SERIES`` read
+once when ``prometheus_client`` is imported) and would change every other registry of an
+embedding app, so the exposition here leaves them out of this registry's output alone.
 
 Every label is bounded and chosen by the proxy: the route is the configured path (a
 streams route is ``<path>/*``), the method one of a fixed list, the step a class name, the
@@ -26,6 +35,7 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import logging
+import platform
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from types import SimpleNamespace
@@ -249,6 +259,42 @@ class _State:
         yield from families.values()
 
 
+class _WithoutCreated:
+    """A registry's families without their ``_created`` samples (see the module docstring)."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self._registry = registry
+
+    def collect(self) -> Iterator[Metric]:
+        from prometheus_client.metrics_core import Metric
+
+        for family in self._registry.collect():
+            kept = Metric(family.name, family.documentation, family.type, family.unit)
+            created = family.name + "_created"
+            kept.samples = [s for s in family.samples if s.name != created]
+            yield kept
+
+
+class _BuildInfo:
+    """``electric_proxy_build_info``: which versions a scrape target runs, for dashboards
+    that compare instances across a rolling deploy."""
+
+    def __init__(self) -> None:
+        from prometheus_client.core import GaugeMetricFamily
+
+        from . import __version__
+
+        self._family = GaugeMetricFamily(
+            "electric_proxy_build_info",
+            "Always 1; the labels name the versions of electric-proxy, Python and aiohttp",
+            labels=["version", "python", "aiohttp"],
+        )
+        self._family.add_metric([__version__, platform.python_version(), aiohttp.__version__], 1)
+
+    def collect(self) -> Iterable[Metric]:
+        return [self._family]
+
+
 class Metrics:
     """The metrics of some endpoints, in a registry of their own.
 
@@ -260,7 +306,7 @@ class Metrics:
 
     def __init__(self, *, registry: CollectorRegistry | None = None) -> None:
         try:
-            from prometheus_client import CollectorRegistry, Counter, Histogram
+            from prometheus_client import CollectorRegistry, Counter, Histogram, ProcessCollector
         except ImportError as exc:
             raise MetricsUnavailable(
                 "metrics need prometheus-client: pip install 'electric-proxy[metrics]'"
@@ -304,6 +350,11 @@ class Metrics:
         )
         self._observed: list[tuple[str, Endpoint]] = []
         self.registry.register(_State(self._observed))
+        # process_open_fds, process_max_fds, process_resident_memory_bytes,
+        # process_cpu_seconds_total, process_start_time_seconds (Linux /proc; elsewhere none).
+        ProcessCollector(registry=self.registry)
+        self.registry.register(_BuildInfo())
+        self._exposed = _WithoutCreated(self.registry)
 
     def observe(self, endpoint: Endpoint) -> Middleware:
         """Count ``endpoint``'s requests and upstream latency: give this object to the
@@ -349,7 +400,7 @@ class Metrics:
         from prometheus_client.exposition import choose_encoder
 
         encoder, content_type = choose_encoder(accept)
-        return encoder(self.registry), content_type
+        return encoder(self._exposed), content_type
 
     async def handle(self, request: web.Request) -> web.Response:
         body, content_type = self.render(request.headers.get(hdrs.ACCEPT, ""))

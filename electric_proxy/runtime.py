@@ -22,13 +22,16 @@ import contextlib
 import gc
 import importlib.util
 import logging
+import signal
 import socket
+import ssl
 from collections.abc import Callable
 from typing import Any, Literal
 
 from aiohttp import web
 
 from .http_server import ProxyRunner
+from .log_setup import log_loop_exception
 
 __all__ = [
     "EventLoopChoice",
@@ -84,16 +87,20 @@ async def _serve(
     sock: socket.socket | None,
     backlog: int,
     print: Callable[[str], None] | None,
+    ssl_context: ssl.SSLContext | None,
+    on_sighup: Callable[[], object] | None,
     runner_options: dict[str, Any],
 ) -> None:
     runner = ProxyRunner(app, handle_signals=True, **runner_options)
     await runner.setup()
+    if on_sighup is not None:
+        asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, on_sighup)
     try:
         site: web.BaseSite
         if sock is not None:
-            site = web.SockSite(runner, sock, backlog=backlog)
+            site = web.SockSite(runner, sock, backlog=backlog, ssl_context=ssl_context)
         else:
-            site = web.TCPSite(runner, host, port, backlog=backlog)
+            site = web.TCPSite(runner, host, port, backlog=backlog, ssl_context=ssl_context)
         await site.start()
         if print is not None:
             print(f"======== Running on {site.name} ========\n(Press CTRL+C to quit)")
@@ -119,15 +126,21 @@ def run_server(
     sock: socket.socket | None = None,
     backlog: int = 128,
     print: Callable[[str], None] | None = None,
+    ssl_context: ssl.SSLContext | None = None,
+    on_sighup: Callable[[], object] | None = None,
     keepalive_timeout: float = 75.0,
     **runner_options: Any,
 ) -> None:
     """Serve ``app`` until SIGTERM or SIGINT on the configured loop, the collector tuned.
 
-    ``runner_options`` go to :class:`~electric_proxy.http_server.ProxyRunner` (and from
-    there to aiohttp's ``AppRunner``), as ``web.run_app`` passes its own.
+    With ``ssl_context`` the listener speaks TLS; ``on_sighup`` runs on the loop at each
+    SIGHUP (``serve`` reloads the certificate). ``runner_options`` go to
+    :class:`~electric_proxy.http_server.ProxyRunner` (and from there to aiohttp's
+    ``AppRunner``), as ``web.run_app`` passes its own. The loop's unhandled exceptions are
+    logged by :func:`~electric_proxy.log_setup.log_loop_exception`.
     """
     loop = new_event_loop(event_loop)
+    loop.set_exception_handler(log_loop_exception)
     if tune_gc:
         tune_garbage_collector()
     options = {"keepalive_timeout": keepalive_timeout, **runner_options}
@@ -139,6 +152,8 @@ def run_server(
             sock=sock,
             backlog=backlog,
             print=print,
+            ssl_context=ssl_context,
+            on_sighup=on_sighup,
             runner_options=options,
         )
     )

@@ -13,6 +13,11 @@ is passed to every worker, each of which shuts down gracefully (``shutdown_timeo
 worker that dies otherwise is restarted, unless workers keep dying, which ends the
 supervisor with an error rather than looping.
 
+``[server] log_format`` is applied here, first (:mod:`electric_proxy.log_setup`). With
+``tls_cert`` and ``tls_key`` the listener speaks TLS, and SIGHUP reloads the certificate
+(:mod:`electric_proxy.tls`); the supervisor passes SIGHUP on to every worker, each of which
+reloads its own context.
+
 Metrics are per worker too: worker ``i`` serves its own on ``[metrics] port + i``, and each
 is a scrape target (Prometheus sums them). One shared path on the proxy's own port would
 show whichever worker the kernel picked, so ``main_path`` is refused with workers.
@@ -26,8 +31,9 @@ import os
 import resource
 import signal
 import socket
+import ssl
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from multiprocessing.connection import wait
 from multiprocessing.process import BaseProcess
 from types import FrameType
@@ -40,11 +46,13 @@ from .config import ConfigError, ProxyConfig, StreamsConfig
 from .endpoint import Endpoint, EndpointObserver
 from .health import Health
 from .http_server import own_application
+from .log_setup import configure_logging
 from .metrics import Metrics
 from .revocation import REVOCATIONS, Revocations
 from .runtime import run_server
 from .shapes import ShapeProxy
 from .streams import StreamProxy
+from .tls import reload_certificate, server_context
 
 __all__ = [
     "build_app",
@@ -163,12 +171,17 @@ def serve(
 
     ``host`` and ``port`` override ``[server]``; ``workers`` above 1 forks that many.
     """
+    configure_logging(config.server.log_format)
+    # SIGHUP's default is to end the process. Until the event loop handles it, a reload is
+    # moot: the certificate is read after this, from the files as they are then.
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     raise_open_file_limit()
     server = config.server
     host = host or server.host
     port = port if port is not None else server.port
     if workers > 1:
         return serve_workers(config, host, port, workers)
+    ssl_context, on_sighup = _tls(config)
     run_server(
         build_app(config),
         event_loop=server.event_loop,
@@ -177,22 +190,42 @@ def serve(
         port=port,
         backlog=server.backlog,
         print=lambda msg: log.info("%s", msg),
+        ssl_context=ssl_context,
+        on_sighup=on_sighup,
         **server.run_app_options(),
     )
     return 0
 
 
+def _tls(config: ProxyConfig) -> tuple[ssl.SSLContext | None, Callable[[], object]]:
+    """``run_server``'s ``ssl_context`` and the SIGHUP action that reloads its certificate."""
+    cert, key = config.server.tls_cert, config.server.tls_key
+    if cert is None or key is None:
+        return None, lambda: log.info("SIGHUP: no TLS certificate to reload")
+    context = server_context(cert, key)
+    return context, lambda: reload_certificate(context, cert, key)
+
+
 def _worker(config: ProxyConfig, sock: socket.socket, index: int) -> None:
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # not the supervisor's forwarding (see serve)
     workers_log.info("worker %d (pid %d) serving", index, os.getpid())
     server = config.server
-    run_server(
-        build_app(config, worker=index),
-        event_loop=server.event_loop,
-        tune_gc=server.tune_gc,
-        sock=sock,
-        print=None,
-        **server.run_app_options(),
-    )
+    ssl_context, on_sighup = _tls(config)
+    try:
+        run_server(
+            build_app(config, worker=index),
+            event_loop=server.event_loop,
+            tune_gc=server.tune_gc,
+            sock=sock,
+            print=None,
+            ssl_context=ssl_context,
+            on_sighup=on_sighup,
+            **server.run_app_options(),
+        )
+    except Exception:
+        # multiprocessing would print the traceback itself, as text and with the message.
+        workers_log.critical("worker %d failed", index, exc_info=True)
+        raise SystemExit(1) from None
 
 
 def worker_problems(config: ProxyConfig) -> list[str]:
@@ -221,8 +254,9 @@ def serve_workers(config: ProxyConfig, host: str, port: int, workers: int) -> in
         return 1
     sock = socket.create_server((host, port), backlog=config.server.backlog)
     sock.set_inheritable(True)
+    scheme = "https" if config.server.tls_cert is not None else "http"
     workers_log.info(
-        "listening on http://%s:%d with %d workers", host, sock.getsockname()[1], workers
+        "listening on %s://%s:%d with %d workers", scheme, host, sock.getsockname()[1], workers
     )
     context = multiprocessing.get_context("fork")
     stopping = False
@@ -241,8 +275,14 @@ def serve_workers(config: ProxyConfig, host: str, port: int, workers: int) -> in
             if process.pid is not None and process.is_alive():
                 os.kill(process.pid, signal.SIGTERM)
 
+    def forward(signum: int, frame: FrameType | None) -> None:
+        for process in processes.values():
+            if process.pid is not None and process.is_alive():
+                os.kill(process.pid, signum)
+
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGHUP, forward)  # each worker reloads its TLS certificate
     crashes: list[float] = []
     try:
         while processes:

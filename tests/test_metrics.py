@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import platform
 import subprocess
 import sys
 import textwrap
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -17,6 +19,7 @@ from conftest import standard_chain
 from prometheus_client.parser import text_string_to_metric_families
 from pydantic import Field
 
+import electric_proxy
 from electric_proxy import (
     ConfigError,
     Handler,
@@ -284,6 +287,40 @@ async def test_each_app_has_its_own_registry(
         name.startswith("electric_proxy")
         for name in prometheus_client.REGISTRY._names_to_collectors
     )
+
+
+async def test_process_numbers_build_info_and_no_created_series(
+    aiohttp_client: Any, electric_upstream: RunningUpstream
+) -> None:
+    metrics = Metrics()
+    chain = standard_chain(electric_upstream)
+    proxy = ShapeProxy(upstream=electric_upstream.url, chain=chain, observers=[metrics])
+    app, _ = app_with([proxy], metrics)
+    client = await aiohttp_client(app)
+    before = time.time()
+    # A counter child and a histogram child exist: each would bring a _created series.
+    resp = await client.get("/v1/shape", params={"offset": "-1"}, headers=auth(ALICE))
+    assert resp.status == 200
+    text, samples = await scrape(client)
+
+    # What an operator needs for the two-sockets-per-held-request risk, read from /proc.
+    open_fds = value(samples, "process_open_fds")
+    assert 0 < open_fds < value(samples, "process_max_fds")
+    assert value(samples, "process_resident_memory_bytes") > 0
+    assert value(samples, "process_cpu_seconds_total") > 0
+    assert 0 < value(samples, "process_start_time_seconds") <= before
+    build = {"version": electric_proxy.__version__, "python": platform.python_version()}
+    assert value(samples, "electric_proxy_build_info", **build, aiohttp=aiohttp.__version__) == 1
+
+    # No _created series in either exposition, and none in the process-wide default either
+    # (the switch that drops them is this registry's, not prometheus_client's global one).
+    assert "_created" not in text
+    openmetrics = await client.get("/metrics", headers={"Accept": "application/openmetrics-text"})
+    assert openmetrics.headers["Content-Type"].startswith("application/openmetrics-text")
+    om_text = await openmetrics.text()
+    assert "electric_proxy_requests_total{" in om_text and "_created" not in om_text
+    elsewhere = prometheus_client.Counter("elsewhere", "", registry=None)
+    assert any(s.name == "elsewhere_created" for s in next(iter(elsewhere.collect())).samples)
 
 
 async def test_a_listener_of_its_own(
