@@ -35,7 +35,7 @@ import time
 import tomllib
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -259,9 +259,15 @@ class Stack:
     replicas: list[Replica]
     session: aiohttp.ClientSession
 
+    tokens: dict[str, str] = field(default_factory=dict)
+
     def auth(self, user: str) -> dict[str, str]:
-        org = "acme" if user == "alice" else "globex"
-        return {"Authorization": f"Bearer {self.idp.token(user, org)}"}
+        """The user's one token: a token minted a second later (another ``exp``) is another
+        ``Authorization``, so another cache variant."""
+        if user not in self.tokens:
+            org = "acme" if user == "alice" else "globex"
+            self.tokens[user] = self.idp.token(user, org)
+        return {"Authorization": f"Bearer {self.tokens[user]}"}
 
     def report(self) -> str:
         parts = [f"--- replica {r.port}\n{r.output()[-3000:]}" for r in self.replicas]
