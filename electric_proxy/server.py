@@ -15,7 +15,9 @@ listening, to resolve port 0, fail early when the address is taken, and hold it 
 worker restarts; a socket that does not listen is given no connections. The cost of
 ``SO_REUSEPORT``: connections the kernel has queued on a worker's socket and the worker has
 not accepted yet are reset when that worker closes it (at shutdown or a crash), unless
-Linux's ``net.ipv4.tcp_migrate_req = 1`` moves them to another worker.
+Linux's ``net.ipv4.tcp_migrate_req = 1`` moves them to another worker; and another process
+of the same user that binds the port with ``SO_REUSEPORT`` (a second ``serve --workers``)
+joins the group instead of failing with "address in use".
 
 Each worker is a complete proxy with its own upstream pool, JWKS cache and coalescer (so
 coalescing and any in-memory state is per worker). SIGTERM or SIGINT to the supervisor is
