@@ -150,6 +150,13 @@ class ServerSettings(BaseModel):
         description="Seconds in-flight requests get to finish on SIGTERM (held live ones end "
         "at once)",
     )
+    drain_delay: float = Field(
+        0.0,
+        ge=0,
+        le=300,
+        description="Seconds between SIGTERM and closing the listener, while /readyz already "
+        "answers 503 (the time a load balancer needs to stop sending new requests)",
+    )
     coalesce_live: bool = Field(True, description="One upstream request per identical long-poll")
     shape_cache_bytes: int = Field(
         DEFAULT_SHAPE_CACHE_BYTES,

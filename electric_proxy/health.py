@@ -15,6 +15,17 @@ check's problem in words:
   not ready until its keys are loaded; the check fetches them);
 * the endpoint is not shutting down.
 
+``check_upstream = false`` leaves the upstream probes out (the shutdown check stays, under
+``serving <route>``). Whether to ask Electric is a real choice: every replica asks the same
+Electric, so when it is down they all go unready together, and a load balancer with no
+ready backend answers with its own error page instead of the proxy's JSON ``502`` that
+Electric's client understands and retries. Leave it on when there is another place to send
+traffic (another region, another Electric); turn it off when there is not.
+
+Once the process has been told to stop (:meth:`Health.stop`, which ``serve`` calls on
+SIGTERM before a ``[server] drain_delay``), ``/readyz`` answers ``503`` at once without
+running any check, so load balancers stop sending requests while the proxy still serves.
+
 ``/readyz`` is reachable by anyone who reaches the proxy, so it is cheap to hit: concurrent
 probes share one run of the checks, and a result is reused for ``cache`` seconds (at most
 one upstream request per endpoint per second by default). Bodies never carry the upstream
@@ -39,6 +50,7 @@ from .endpoint import Endpoint
 from .labels import step_labels
 
 __all__ = [
+    "HEALTH",
     "PROBE",
     "Health",
     "HealthSettings",
@@ -70,6 +82,12 @@ class HealthSettings(BaseModel):
     readyz: str = Field("/readyz", description="Readiness path")
     timeout: float = Field(2.0, gt=0, le=30, description="Seconds each readiness check may take")
     cache: float = Field(1.0, ge=0, le=60, description="Seconds a readiness answer is reused")
+    check_upstream: bool = Field(
+        True,
+        description="Whether /readyz asks each upstream (Electric's /v1/health); false keeps "
+        "replicas ready while Electric is down, so clients get the proxy's 502, not the "
+        "load balancer's",
+    )
 
     @field_validator("healthz", "readyz")
     @classmethod
@@ -96,8 +114,17 @@ class Health:
         readyz: str = "/readyz",
         timeout: float = 2.0,
         cache: float = 1.0,
+        check_upstream: bool = True,
     ) -> None:
-        self.settings = HealthSettings(healthz=healthz, readyz=readyz, timeout=timeout, cache=cache)
+        self.settings = HealthSettings(
+            healthz=healthz,
+            readyz=readyz,
+            timeout=timeout,
+            cache=cache,
+            check_upstream=check_upstream,
+        )
+        #: Set by :meth:`stop`: readiness is refused from then on, whatever the checks say.
+        self.stopping = False
         self.endpoints = tuple(endpoints)
         for path in (healthz, readyz):
             if any(endpoint.serves(path) for endpoint in self.endpoints):
@@ -113,10 +140,16 @@ class Health:
             readyz=settings.readyz,
             timeout=settings.timeout,
             cache=settings.cache,
+            check_upstream=settings.check_upstream,
         )
+
+    def stop(self) -> None:
+        """Answer ``/readyz`` with ``503`` from now on: the process is about to stop."""
+        self.stopping = True
 
     def setup(self, app: web.Application) -> None:
         """Add the two routes to ``app``, the app the endpoints' upstream sessions live in."""
+        app[HEALTH] = self
         app.router.add_get(self.settings.healthz, self.healthz)
         app.router.add_get(self.settings.readyz, self.readyz)
 
@@ -124,7 +157,11 @@ class Health:
         return web.json_response({"status": "ok"}, headers=_NO_STORE)
 
     async def readyz(self, request: web.Request) -> web.Response:
-        checks = await self.check(request)
+        if self.stopping:
+            # Not cached, not probed: a balancer must see this on its very next probe.
+            checks = {"process": "shutting down"}
+        else:
+            checks = await self.check(request)
         ready = all(problem == "ok" for problem in checks.values())
         body = {"status": "ready" if ready else "unavailable", "checks": checks}
         return web.json_response(body, status=200 if ready else 503, headers=_NO_STORE)
@@ -159,8 +196,12 @@ class Health:
         probes = []
         for endpoint in self.endpoints:
             route = endpoint.route_label
-            names.append(f"upstream {route}")
-            probes.append(self._upstream(endpoint, sessions[id(endpoint)]))
+            if self.settings.check_upstream:
+                names.append(f"upstream {route}")
+                probes.append(self._upstream(endpoint, sessions[id(endpoint)]))
+            else:
+                names.append(f"serving {route}")
+                probes.append(self._serving(endpoint))
             labels = step_labels(endpoint.steps)
             for step in endpoint.steps:
                 if isinstance(step, Step) and type(step).ready is not Step.ready:
@@ -168,6 +209,10 @@ class Health:
                     probes.append(self._step(step))
         outcomes = await asyncio.gather(*probes)
         return {name: problem or "ok" for name, problem in zip(names, outcomes, strict=True)}
+
+    @staticmethod
+    async def _serving(endpoint: Endpoint) -> str | None:
+        return "shutting down" if endpoint.inflight.draining else None
 
     async def _upstream(
         self, endpoint: Endpoint, session: aiohttp.ClientSession | None
@@ -198,3 +243,7 @@ class Health:
         except Exception as exc:
             log.warning("readiness check of %s failed", type(step).__name__, exc_info=exc)
             return f"the check failed ({type(exc).__name__})"
+
+
+#: The :class:`Health` set up on an app, for whoever must tell it the process is stopping.
+HEALTH = web.AppKey("electric_proxy.health", Health)

@@ -4,14 +4,26 @@
 :mod:`electric_proxy.config` only reads and checks; everything that builds endpoints, opens
 sockets or forks is here, and :mod:`electric_proxy.cli` only parses arguments.
 
-``--workers N``: one event loop uses one core; a host with more cores runs several. The
-supervisor binds the socket once and forks the workers, which all ``accept`` on it, so the
-kernel spreads new connections among them and no port juggling or ``SO_REUSEPORT`` is
-needed. Each worker is a complete proxy with its own upstream pool, JWKS cache and coalescer
-(so coalescing and any in-memory state is per worker). SIGTERM or SIGINT to the supervisor
-is passed to every worker, each of which shuts down gracefully (``shutdown_timeout``); a
-worker that dies otherwise is restarted, unless workers keep dying, which ends the
-supervisor with an error rather than looping.
+``--workers N``: one event loop uses one core; a host with more cores runs several. Each
+worker listens on a socket of its own bound to the same address with ``SO_REUSEPORT``, and
+the kernel hashes every new connection (by its addresses and ports) to one of them. With
+one shared listening socket, which this used before, whichever worker is waiting in
+``accept`` wins, and on a lightly loaded host that can be the same worker for most
+connections (4 of 4 sequential connections once went to worker 0); hashing does not depend
+on which worker happens to be idle. The supervisor binds the address first without
+listening, to resolve port 0, fail early when the address is taken, and hold it while a
+worker restarts; a socket that does not listen is given no connections. The cost of
+``SO_REUSEPORT``: connections the kernel has queued on a worker's socket and the worker has
+not accepted yet are reset when that worker closes it (at shutdown or a crash), unless
+Linux's ``net.ipv4.tcp_migrate_req = 1`` moves them to another worker; and another process
+of the same user that binds the port with ``SO_REUSEPORT`` (a second ``serve --workers``)
+joins the group instead of failing with "address in use".
+
+Each worker is a complete proxy with its own upstream pool, JWKS cache and coalescer (so
+coalescing and any in-memory state is per worker). SIGTERM or SIGINT to the supervisor is
+passed to every worker, each of which shuts down gracefully (``drain_delay``, then
+``shutdown_timeout``); a worker that dies otherwise is restarted, unless workers keep
+dying, which ends the supervisor with an error rather than looping.
 
 ``[server] log_format`` is applied here, first (:mod:`electric_proxy.log_setup`). With
 ``tls_cert`` and ``tls_key`` the listener speaks TLS, and SIGHUP reloads the certificate
@@ -25,6 +37,7 @@ show whichever worker the kernel picked, so ``main_path`` is refused with worker
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import multiprocessing
 import os
@@ -33,7 +46,7 @@ import signal
 import socket
 import ssl
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from multiprocessing.connection import wait
 from multiprocessing.process import BaseProcess
 from types import FrameType
@@ -44,7 +57,7 @@ from .audit import Audit
 from .caching import CacheMode
 from .config import ConfigError, ProxyConfig, StreamsConfig
 from .endpoint import Endpoint, EndpointObserver
-from .health import Health
+from .health import HEALTH, Health
 from .http_server import own_application
 from .log_setup import configure_logging
 from .metrics import Metrics
@@ -58,6 +71,7 @@ __all__ = [
     "build_app",
     "build_shapes",
     "build_streams",
+    "delay_stop",
     "raise_open_file_limit",
     "serve",
     "serve_workers",
@@ -183,7 +197,7 @@ def serve(
         return serve_workers(config, host, port, workers)
     ssl_context, on_sighup = _tls(config)
     run_server(
-        build_app(config),
+        _serving_app(config),
         event_loop=server.event_loop,
         tune_gc=server.tune_gc,
         host=host,
@@ -206,17 +220,86 @@ def _tls(config: ProxyConfig) -> tuple[ssl.SSLContext | None, Callable[[], objec
     return context, lambda: reload_certificate(context, cert, key)
 
 
-def _worker(config: ProxyConfig, sock: socket.socket, index: int) -> None:
+def delay_stop(delay: float) -> Callable[[web.Application], Awaitable[None]]:
+    """An ``on_startup`` hook for ``serve``: SIGTERM first makes ``/readyz`` answer ``503``,
+    then the proxy keeps serving ``delay`` seconds, then it stops as on any SIGTERM.
+
+    Load balancers and Kubernetes learn that a replica is going away some time after it
+    is told to: a probe interval later, or when endpoint removal reaches every node. A
+    process that closes its listener at once refuses the requests still routed to it in
+    that window. A second SIGTERM, or SIGINT (Ctrl-C), stops at once. It replaces the
+    handler ``ProxyRunner(handle_signals=True)`` installs before the app starts, and raises
+    the same ``GracefulExit`` from the loop, so the shutdown itself is unchanged.
+    """
+
+    async def install(app: web.Application) -> None:
+        loop = asyncio.get_running_loop()
+        health = app.get(HEALTH)
+
+        def stop_now() -> None:
+            raise web.GracefulExit()
+
+        def stop_later() -> None:
+            if health is not None and health.stopping:
+                stop_now()  # the second SIGTERM: the operator means it
+            if health is not None:
+                health.stop()
+            else:  # nothing to remember the first SIGTERM by: let the next one stop at once
+                loop.add_signal_handler(signal.SIGTERM, stop_now)
+            log.info("SIGTERM: not ready; serving %g s more, then stopping", delay)
+            loop.call_later(delay, stop_now)
+
+        loop.add_signal_handler(signal.SIGTERM, stop_later)
+
+    return install
+
+
+def _serving_app(config: ProxyConfig, worker: int = 0) -> web.Application:
+    """The app ``serve`` runs: :func:`build_app` and the process's own signal handling."""
+    app = build_app(config, worker=worker)
+    if config.server.drain_delay > 0:
+        app.on_startup.append(delay_stop(config.server.drain_delay))
+    return app
+
+
+def _bind(host: str, port: int, backlog: int | None) -> socket.socket:
+    """A TCP socket on ``host:port`` with ``SO_REUSEPORT``; listening when ``backlog`` is set.
+
+    Every worker binds the same address this way and the kernel balances connections over
+    the listening ones.
+    """
+    family, kind, proto, _, address = socket.getaddrinfo(
+        host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+    )[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.bind(address)
+        if backlog is not None:
+            sock.listen(backlog)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def _worker(config: ProxyConfig, reserved: socket.socket, host: str, port: int, index: int) -> None:
     signal.signal(signal.SIGHUP, signal.SIG_IGN)  # not the supervisor's forwarding (see serve)
+    reserved.close()  # the supervisor's: inherited through fork, of no use here
+    sock = _bind(host, port, config.server.backlog)
     workers_log.info("worker %d (pid %d) serving", index, os.getpid())
     server = config.server
     ssl_context, on_sighup = _tls(config)
     try:
         run_server(
-            build_app(config, worker=index),
+            _serving_app(config, worker=index),
             event_loop=server.event_loop,
             tune_gc=server.tune_gc,
             sock=sock,
+            backlog=server.backlog,
             print=None,
             ssl_context=ssl_context,
             on_sighup=on_sighup,
@@ -252,17 +335,17 @@ def serve_workers(config: ProxyConfig, host: str, port: int, workers: int) -> in
         workers_log.error("%s", problem)
     if problems:
         return 1
-    sock = socket.create_server((host, port), backlog=config.server.backlog)
-    sock.set_inheritable(True)
+    reserved = _bind(host, port, backlog=None)
+    port = reserved.getsockname()[1]
     scheme = "https" if config.server.tls_cert is not None else "http"
-    workers_log.info(
-        "listening on %s://%s:%d with %d workers", scheme, host, sock.getsockname()[1], workers
-    )
+    workers_log.info("listening on %s://%s:%d with %d workers", scheme, host, port, workers)
     context = multiprocessing.get_context("fork")
     stopping = False
 
     def start(index: int) -> BaseProcess:
-        process = context.Process(target=_worker, args=(config, sock, index), daemon=False)
+        process = context.Process(
+            target=_worker, args=(config, reserved, host, port, index), daemon=False
+        )
         process.start()
         return process
 
@@ -303,5 +386,5 @@ def serve_workers(config: ProxyConfig, host: str, port: int, workers: int) -> in
                     continue
                 processes[index] = start(index)
     finally:
-        sock.close()
+        reserved.close()
     return 1 if len(crashes) > MAX_CRASHES else 0

@@ -13,8 +13,9 @@ from yarl import URL
 
 from electric_proxy import Health, JwtAuth, ShapeProxy, Step, StreamProxy, UpstreamSettings
 from electric_proxy.endpoint import Endpoint
+from electric_proxy.health import HEALTH
 from electric_proxy.shapes import electric_health_url
-from electric_proxy.testing import RunningUpstream
+from electric_proxy.testing import ALICE, RunningUpstream, auth
 
 RSA = RSAKey.generate_key(2048, auto_kid=True)
 
@@ -206,6 +207,50 @@ async def test_not_ready_while_shutting_down(
     await proxy.inflight.drain(client.app)
     resp = await client.get("/readyz")
     assert (await resp.json())["checks"]["upstream /v1/shape"] == "shutting down"
+
+
+async def test_check_upstream_off_stays_ready_while_electric_is_down(
+    aiohttp_client: Any, electric_upstream: RunningUpstream
+) -> None:
+    """Without the upstream check, a down Electric leaves the replica ready (its clients
+    get the proxy's JSON 502) and no probe reaches Electric; shutting down still counts."""
+    chain = standard_chain(electric_upstream)
+    proxy = ShapeProxy(upstream=electric_upstream.url, chain=chain)
+    client = await aiohttp_client(app_with([proxy], cache=0, check_upstream=False))
+    await electric_upstream.server.close()
+    resp = await client.get("/readyz")
+    assert resp.status == 200
+    assert await resp.json() == {"status": "ready", "checks": {"serving /v1/shape": "ok"}}
+    assert health_hits(electric_upstream) == 0
+    params = {"table": "todos", "offset": "-1"}
+    shape = await client.get("/v1/shape", params=params, headers=auth(ALICE))
+    assert shape.status == 502  # the proxy's own JSON answer, which a client retries
+    assert (await shape.json())["error"] == "upstream_unavailable"
+    await proxy.inflight.drain(client.app)
+    resp = await client.get("/readyz")
+    assert resp.status == 503
+    assert (await resp.json())["checks"] == {"serving /v1/shape": "shutting down"}
+
+
+async def test_stop_refuses_readiness_at_once_despite_the_cache(
+    aiohttp_client: Any, electric_upstream: RunningUpstream
+) -> None:
+    """After ``Health.stop()`` (SIGTERM with a drain delay) readiness is 503 on the next
+    probe, even though a ready answer is cached for a minute; liveness stays 200."""
+    proxy = ShapeProxy(upstream=electric_upstream.url)
+    app = app_with([proxy], cache=60)
+    client = await aiohttp_client(app)
+    assert (await client.get("/readyz")).status == 200
+    health = app[HEALTH]
+    health.stop()
+    resp = await client.get("/readyz")
+    assert resp.status == 503
+    assert await resp.json() == {
+        "status": "unavailable",
+        "checks": {"process": "shutting down"},
+    }
+    assert (await client.get("/healthz")).status == 200
+    assert health_hits(electric_upstream) == 1
 
 
 def test_health_paths_cannot_shadow_a_proxied_route() -> None:

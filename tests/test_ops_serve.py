@@ -237,3 +237,130 @@ async def test_workers_refuse_metrics_on_the_shared_port(tmp_path: Path) -> None
     output = (await asyncio.wait_for(proc.communicate(), 20))[0].decode()
     assert proc.returncode == 1
     assert "metrics.main_path: cannot be used with --workers" in output
+
+
+async def worker_counts(
+    session: aiohttp.ClientSession, metrics_port: int, workers: int
+) -> list[int]:
+    """Shape requests each worker counted, read from its own metrics listener."""
+    counts = []
+    for worker in range(workers):
+        async with session.get(f"http://127.0.0.1:{metrics_port + worker}/metrics") as resp:
+            text = await resp.text()
+        counts.append(
+            sum(
+                int(float(line.rsplit(" ", 1)[1]))
+                for line in text.splitlines()
+                if line.startswith('electric_proxy_requests_total{method="GET",route="/v1/shape"')
+            )
+        )
+    return counts
+
+
+async def test_workers_share_new_connections(tmp_path: Path, aiohttp_server: Any) -> None:
+    """200 requests, each on a new connection, to 4 workers: more than one worker serves.
+
+    Every worker listens on its own ``SO_REUSEPORT`` socket and the kernel hashes each
+    connection (by its source port) to one of them. The exact spread is the kernel's; the
+    spread is printed (``-s``) for the README, only "more than one" is asserted.
+    """
+    upstream = Upstream(catch_up_delay=0)
+    server = await aiohttp_server(upstream.app(), access_log=None)
+    workers, requests = 4, 200
+    port, metrics_port = free_port(), free_port(consecutive=workers)
+    config = (
+        f'[server]\nport = {port}\naccess_log = "off"\n'
+        f'[upstream]\nurl = "{server.make_url("/v1/shape")}"\n{CHAIN}'
+        f"[metrics]\nport = {metrics_port}\n"
+    )
+    headers = {"Authorization": f"Bearer {TOKEN}", "Connection": "close"}
+    async with (
+        serve(
+            tmp_path, config, "--workers", str(workers), wait_for="metrics on", times=workers
+        ) as proxy,
+        aiohttp.ClientSession() as session,
+    ):
+        for _ in range(requests):
+            async with session.get(
+                f"{proxy.url}/v1/shape", params={"offset": "-1"}, headers=headers
+            ) as resp:
+                assert resp.status == 200
+        counts = await worker_counts(session, metrics_port, workers)
+    print(f"requests per worker over {requests} new connections: {counts}")
+    assert sum(counts) == requests
+    assert sum(1 for count in counts if count) > 1, counts
+    assert proxy.proc.returncode == 0, proxy.output
+
+
+async def not_ready(session: aiohttp.ClientSession, url: str) -> dict[str, Any]:
+    """Poll ``/readyz`` until it says 503 (a signal arrives asynchronously); its body."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 10
+    while True:
+        async with session.get(f"{url}/readyz") as resp:
+            if resp.status == 503:
+                body: dict[str, Any] = await resp.json()
+                return body
+        assert loop.time() < deadline, "still ready 10 s after SIGTERM"
+        await asyncio.sleep(0.02)
+
+
+def drain_config(port: int, upstream: str, drain_delay: float) -> str:
+    return (
+        f"[server]\nport = {port}\ndrain_delay = {drain_delay}\n"
+        f'[upstream]\nurl = "{upstream}"\n{CHAIN}'
+    )
+
+
+async def test_drain_delay_reports_unready_and_keeps_serving(
+    tmp_path: Path, aiohttp_server: Any
+) -> None:
+    """``drain_delay``: after SIGTERM ``/readyz`` is 503 while requests are still served and
+    a held long-poll keeps waiting. A second SIGTERM cuts the delay short: the proxy drains
+    as without one (the long-poll gets its retryable 503) and exits 0."""
+    upstream = Upstream(catch_up_delay=0)
+    server = await aiohttp_server(upstream.app(), access_log=None)
+    config = drain_config(free_port(), str(server.make_url("/v1/shape")), 300)
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    position = {"handle": "h-1", "offset": "0_0", "live": "true"}
+    async with serve(tmp_path, config) as proxy, aiohttp.ClientSession() as session:
+        shape = f"{proxy.url}/v1/shape"
+        assert (await session.get(f"{proxy.url}/readyz")).status == 200
+        long_poll = asyncio.create_task(session.get(shape, params=position, headers=headers))
+        await eventually(lambda: "long_poll held" in upstream.events, within=5.0)
+
+        proxy.proc.send_signal(signal.SIGTERM)
+        body = await not_ready(session, proxy.url)
+        assert body == {"status": "unavailable", "checks": {"process": "shutting down"}}
+        # Still serving: new requests are answered, the held one keeps waiting.
+        async with session.get(shape, params={"offset": "-1"}, headers=headers) as resp:
+            assert resp.status == 200
+        async with session.get(f"{proxy.url}/healthz") as resp:
+            assert resp.status == 200
+        assert not long_poll.done()
+        assert "long_poll closed" not in upstream.events
+
+        proxy.proc.send_signal(signal.SIGTERM)
+        answer = await asyncio.wait_for(long_poll, 20)
+        assert answer.status == 503
+        assert (await answer.json())["error"] == "shutting_down"
+        assert await asyncio.wait_for(proxy.proc.wait(), 20) == 0
+    assert "SIGTERM: not ready; serving 300 s more, then stopping" in proxy.output
+
+
+async def test_drain_delay_ends_by_itself(tmp_path: Path, aiohttp_server: Any) -> None:
+    """Once ``drain_delay`` is over the proxy stops on its own, held requests answered."""
+    upstream = Upstream(catch_up_delay=0)
+    server = await aiohttp_server(upstream.app(), access_log=None)
+    config = drain_config(free_port(), str(server.make_url("/v1/shape")), 0.5)
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    position = {"handle": "h-1", "offset": "0_0", "live": "true"}
+    async with serve(tmp_path, config) as proxy, aiohttp.ClientSession() as session:
+        long_poll = asyncio.create_task(
+            session.get(f"{proxy.url}/v1/shape", params=position, headers=headers)
+        )
+        await eventually(lambda: "long_poll held" in upstream.events, within=5.0)
+        proxy.proc.send_signal(signal.SIGTERM)
+        answer = await asyncio.wait_for(long_poll, 20)
+        assert answer.status == 503
+        assert await asyncio.wait_for(proxy.proc.wait(), 20) == 0
