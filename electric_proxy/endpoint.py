@@ -170,6 +170,7 @@ class Endpoint(abc.ABC):
     ) -> web.StreamResponse:
         request[UPSTREAM] = upstream
         request[ROUTE] = self.route_info
+        self.inflight.arrive(request)
         response = await self._handler(request)
         self.cache_scope.mark(request, response, PRINCIPAL in request)
         return await self.inflight.send(request, response)

@@ -39,12 +39,22 @@ The same ending serves two more causes, each with its own error code:
 * a credential's expiry (:data:`~electric_proxy.CREDENTIAL_EXPIRES`, recorded by the
   authenticator) ends the hold at that time (``credential_expired``): the re-request meets
   the authenticator's 401, so an expired token never keeps a stream open.
+
+An interrupt must also reach a request that was already past its authenticator but not yet
+held when it was issued: its claims are as old as the held ones'. Each interrupt is kept
+for :data:`RECHECK_WINDOW` seconds (at most :data:`RECHECK_LIMIT` of them) under a number
+that only grows; a request notes the number when it enters the endpoint
+(:meth:`InFlight.arrive`), and when it reaches its hold, the interrupts issued since are
+applied to it too. A request that took longer than the window (or than that many
+interrupts) to get there is ended anyway, since the interrupts it might have missed are
+gone: failing closed costs that one client a retry.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -57,7 +67,15 @@ from .forward import UpstreamResponse
 from .keys import CREDENTIAL_EXPIRES, UPSTREAM
 from .protocol import LiveKind, live_kind
 
-__all__ = ["EndReason", "InFlight", "RequestMatch"]
+__all__ = ["RECHECK_LIMIT", "RECHECK_WINDOW", "EndReason", "InFlight", "RequestMatch"]
+
+#: Seconds an interrupt is remembered for requests still on their way to a hold, far above
+#: the time a chain takes (authentication, policy); and at most this many are remembered.
+RECHECK_WINDOW = 60.0
+RECHECK_LIMIT = 4096
+
+#: The interrupt count a request saw when it entered its endpoint.
+_ARRIVED: web.RequestKey[int] = web.RequestKey("electric_proxy.inflight_arrived")
 
 #: Why a held request was ended; each is answered with its own error code.
 EndReason = Literal["shutting_down", "interrupted", "credential_expired"]
@@ -126,6 +144,28 @@ class InFlight:
         self.draining = False
         self._holds: set[_Hold] = set()
         self._clock = clock
+        #: Interrupts issued so far, and the recent ones: (number, loop time, match).
+        self._issued = 0
+        self._recent: deque[tuple[int, float, RequestMatch]] = deque(maxlen=RECHECK_LIMIT)
+
+    def arrive(self, request: web.Request) -> None:
+        """Note that ``request`` entered the endpoint: interrupts issued from now on and
+        before its hold also apply to it."""
+        request[_ARRIVED] = self._issued
+
+    def _missed(self, request: web.Request) -> bool:
+        """Whether an interrupt issued after ``request`` arrived picks it (or may have)."""
+        arrived = request.get(_ARRIVED, self._issued)
+        if arrived == self._issued:
+            return False
+        self._forget(time.monotonic())
+        if not self._recent or self._recent[0][0] > arrived + 1:
+            return True  # some were forgotten while it was on its way
+        return any(number > arrived and match(request) for number, _, match in self._recent)
+
+    def _forget(self, now: float) -> None:
+        while self._recent and now - self._recent[0][1] > RECHECK_WINDOW:
+            self._recent.popleft()
 
     def _enter(self, request: web.Request, kind: LiveKind) -> _Hold:
         task = asyncio.current_task()
@@ -136,6 +176,10 @@ class InFlight:
         if self.draining:
             self.drained += 1
             hold.end("shutting_down")  # delivered at the first await, like any other ending
+            return hold
+        if self._missed(request):
+            self.interrupted += 1
+            hold.end("interrupted")
             return hold
         expires = request.get(CREDENTIAL_EXPIRES)
         if expires is not None:
@@ -219,9 +263,13 @@ class InFlight:
         """End the held requests ``match`` picks, each as a shutdown ends it (a retryable
         ``503`` with ``{"error": "interrupted"}``, or an SSE stream's clean end); how many.
 
-        Only requests held at this moment are ended: one that reaches its hold later has
-        run the chain later, with whatever claims its authenticator saw then.
+        Requests held at this moment are ended now; those already in the endpoint but not
+        yet held are ended when they reach their hold (not counted here).
         """
+        now = time.monotonic()
+        self._issued += 1
+        self._recent.append((self._issued, now, match))
+        self._forget(now)
         ended = 0
         for hold in list(self._holds):
             if hold.reason is None and match(hold.request) and hold.end("interrupted"):

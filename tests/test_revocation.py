@@ -14,12 +14,15 @@ from typing import Any
 
 import pytest
 from aiohttp import ClientSession, TCPConnector, web
+from aiohttp.test_utils import make_mocked_request
 from joserfc import jws
 from joserfc.jwk import OctKey
 
 from electric_proxy import (
     CREDENTIAL_EXPIRES,
+    PRINCIPAL,
     REVOCATIONS,
+    UPSTREAM,
     Credentials,
     GatekeeperVerifier,
     Interrupt,
@@ -32,6 +35,7 @@ from electric_proxy import (
     parse_config,
 )
 from electric_proxy.config import ConfigError
+from electric_proxy.inflight import InFlight
 from electric_proxy.revocation import redis_available
 from electric_proxy.steps.bearer import BearerAuth
 from electric_proxy.steps.jwt import ConfiguredAlgorithms
@@ -225,6 +229,83 @@ async def test_the_re_request_runs_the_chain_with_fresh_claims(
     assert_interrupted(await h.ended("alice"))
     again = await client.get(SHAPE, params={"offset": "-1", "table": "todos"}, headers=auth(ALICE))
     assert again.status == 403
+
+
+class Gate:
+    """A plain middleware after the authenticator that holds live requests of one user at
+    the gate until the test opens it: the window between authentication and the hold."""
+
+    def __init__(self, sub: str) -> None:
+        self.sub = sub
+        self.waiting = 0
+        self.open = asyncio.Event()
+
+    async def __call__(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        if request[PRINCIPAL].id == self.sub and request[UPSTREAM].query.get("live"):
+            self.waiting += 1
+            await self.open.wait()
+        response: web.StreamResponse = await handler(request)
+        return response
+
+
+async def test_an_interrupt_reaches_requests_already_past_their_authenticator(
+    aiohttp_client: Any, slow_upstream: RunningUpstream
+) -> None:
+    """Alice's long-poll is authenticated, then the interrupt is issued before it is held:
+    it is ended when it reaches the hold, not left waiting on her old claims. Bob's, past
+    the same gate, is not picked by the interrupt and waits on."""
+    claims = Claims()
+    alice_gate, bob_gate = Gate("alice"), Gate("bob")
+    bearer, policy, credentials = chain(slow_upstream, claims)
+    shape = ShapeProxy(
+        upstream=slow_upstream.url, chain=[bearer, alice_gate, bob_gate, policy, credentials]
+    )
+    h = Held(await aiohttp_client(shape.app()), shape, slow_upstream)
+    bob_gate.open.set()
+    await h.hold("bob", BOB)
+    first = await h.client.get(
+        SHAPE, params={"offset": "-1", "table": "todos"}, headers=auth(ALICE)
+    )
+    await first.read()
+    position = {
+        "table": "todos",
+        "handle": first.headers["electric-handle"],
+        "offset": first.headers["electric-offset"],
+        "live": "true",
+    }
+    h.tasks["alice"] = asyncio.create_task(h._get(position, auth(ALICE), sse=False))
+    await eventually(lambda: alice_gate.waiting == 1, within=10)
+
+    revocations = Revocations([shape])
+    assert revocations.interrupt(principal="alice") == 0  # nothing of hers is held yet
+    alice_gate.open.set()
+    assert_interrupted(await h.ended("alice"))
+    assert shape.inflight.interrupted == 1
+    assert h.waiting("bob")
+    # A request that arrives after the interrupt is not affected by it.
+    h.tasks["alice-later"] = asyncio.create_task(
+        h._get({**position, "cursor": "later"}, auth(ALICE), sse=False)
+    )
+    await eventually(lambda: shape.inflight.held["long_poll"] == 2, within=10)
+    assert h.waiting("alice-later", "bob")
+    await h.close()
+
+
+def test_an_interrupt_missed_beyond_the_window_fails_closed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A request whose interrupts were forgotten on its way (the window passed, or more
+    than the limit were issued) is ended at its hold rather than trusted."""
+    import electric_proxy.inflight as inflight_module
+
+    inflight = InFlight()
+    request = make_mocked_request("GET", "/v1/shape")
+    inflight.arrive(request)
+    inflight.interrupt(lambda r: False)
+    assert not inflight._missed(request)  # issued since, picks nothing: not missed
+    monkeypatch.setattr(inflight_module, "RECHECK_WINDOW", 0.0)
+    inflight.interrupt(lambda r: False)  # forgets the first one
+    assert inflight._missed(request)
 
 
 def test_an_interrupt_needs_a_criterion() -> None:
