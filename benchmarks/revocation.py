@@ -29,7 +29,7 @@ from aiohttp import web
 from electric_proxy import Credentials, Revocations, ShapePolicy, ShapeProxy, UpstreamSettings
 from electric_proxy.server import raise_open_file_limit
 from electric_proxy.standin import two_tenant_upstream
-from electric_proxy.testing import ALICE, auth, eventually, serve_app, two_users
+from electric_proxy.testing import ALICE, auth, eventually, live_params, serve_app, two_users
 
 SECRET = "bench-revocation-secret-0123"
 
@@ -71,12 +71,7 @@ async def _round(held: int) -> dict[str, float]:
                 url, params={"offset": "-1", "table": "todos"}, headers=auth(ALICE)
             )
             await first.read()
-            position = {
-                "table": "todos",
-                "handle": first.headers["electric-handle"],
-                "offset": first.headers["electric-offset"],
-                "live": "true",
-            }
+            position = live_params(first.headers, table="todos")
             await asyncio.sleep(0.1)  # the first exchange's connection closes
             tasks_before = len(asyncio.all_tasks())
             conns_before = _connections(app, shape)

@@ -13,7 +13,7 @@ from conftest import standard_chain
 
 from electric_proxy import RequestId, ShapeProxy
 from electric_proxy.standin import two_tenant_upstream
-from electric_proxy.testing import ALICE, BOB, UPSTREAM_SECRET, RunningUpstream, auth
+from electric_proxy.testing import ALICE, BOB, UPSTREAM_SECRET, RunningUpstream, auth, live_params
 
 LIVE = {"offset": "0_0", "handle": "h-1", "live": "true", "cursor": "7"}
 
@@ -142,8 +142,7 @@ async def test_never_shared_across_principals_or_when_off(
     client = await proxy_client(standard_chain(electric_upstream))
     first = await client.get("/v1/shape?offset=-1", headers=auth(ALICE))
     await client.get("/v1/shape?offset=-1", headers=auth(BOB))
-    handle, offset = first.headers["electric-handle"], first.headers["electric-offset"]
-    live = {"offset": offset, "handle": handle, "live": "true", "cursor": "1"}
+    live = live_params(first.headers, cursor="1")
     before = len(electric_upstream.electric.requests)
     alice, bob = await asyncio.gather(
         client.get("/v1/shape", params=live, headers=auth(ALICE)),
@@ -175,12 +174,7 @@ async def test_request_ids_and_trace_context_do_not_split_a_shared_wait(
     proxy = ShapeProxy(upstream=running.url, chain=[RequestId(), *standard_chain(running)])
     client = await aiohttp_client(proxy.app())
     first = await client.get("/v1/shape", params={"offset": "-1"}, headers=auth(ALICE))
-    live = {
-        "offset": first.headers["electric-offset"],
-        "handle": first.headers["electric-handle"],
-        "live": "true",
-        "cursor": "1",
-    }
+    live = live_params(first.headers, cursor="1")
     caplog.set_level(logging.DEBUG, logger="electric_proxy.coalesce")
     connector = aiohttp.TCPConnector(limit=0)
     async with aiohttp.ClientSession(connector=connector) as session:

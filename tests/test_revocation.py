@@ -46,6 +46,7 @@ from electric_proxy.testing import (
     auth,
     eventually,
     free_port,
+    live_params,
     read_until,
     serve_app,
     start_cli,
@@ -106,13 +107,8 @@ class Held:
         )
         assert first.status == 200, await first.text()
         await first.read()
-        params = {
-            "table": table,
-            "handle": first.headers["electric-handle"],
-            "offset": first.headers["electric-offset"],
-            "live": "true",
-            "cursor": name,  # distinct: identical long-polls would share one upstream request
-        }
+        # A distinct cursor: identical long-polls would share one upstream request.
+        params = live_params(first.headers, table=table, cursor=name)
         headers = auth(token)
         if sse:
             params["live_sse"] = "true"
@@ -267,12 +263,7 @@ async def test_an_interrupt_reaches_requests_already_past_their_authenticator(
         SHAPE, params={"offset": "-1", "table": "todos"}, headers=auth(ALICE)
     )
     await first.read()
-    position = {
-        "table": "todos",
-        "handle": first.headers["electric-handle"],
-        "offset": first.headers["electric-offset"],
-        "live": "true",
-    }
+    position = live_params(first.headers, table="todos")
     h.tasks["alice"] = asyncio.create_task(h._get(position, auth(ALICE), sse=False))
     await eventually(lambda: alice_gate.waiting == 1, within=10)
 
@@ -543,12 +534,7 @@ async def alice_holds(session: ClientSession, url: str, count: int) -> list[asyn
         url, params={"offset": "-1", "table": "todos"}, headers=auth(ALICE)
     ) as first:
         await first.read()
-        position = {
-            "table": "todos",
-            "handle": first.headers["electric-handle"],
-            "offset": first.headers["electric-offset"],
-            "live": "true",
-        }
+        position = live_params(first.headers, table="todos")
 
     async def hold(n: int) -> int:
         params = {**position, "cursor": str(n)}

@@ -28,7 +28,7 @@ from .clients import (
     stream_client_factory,
     with_credentials,
 )
-from .messages import Change, ShapeMessages, shape_messages
+from .messages import Change, ShapeMessages, live_params, shape_messages
 from .polling import eventually
 from .prerequisites import unavailable
 from .serving import free_port, serve_app
@@ -62,6 +62,7 @@ __all__ = [
     "config_client_factory",
     "eventually",
     "free_port",
+    "live_params",
     "proxy_client_factory",
     "read_until",
     "run_cli",

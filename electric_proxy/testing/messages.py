@@ -7,7 +7,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["Change", "ShapeMessages", "shape_messages"]
+__all__ = ["Change", "ShapeMessages", "live_params", "shape_messages"]
 
 
 @dataclass(frozen=True)
@@ -54,3 +54,15 @@ def shape_messages(body: str | bytes | Iterable[Mapping[str, Any]]) -> ShapeMess
         else:
             raise AssertionError(f"neither a change nor a control message: {message!r}")
     return ShapeMessages(tuple(changes), tuple(controls))
+
+
+def live_params(headers: Mapping[str, str], **more: str) -> dict[str, str]:
+    """The query that waits for the shape's next change after a response with ``headers``
+    (``handle`` and ``offset`` from Electric's, ``live=true``), plus ``more`` (``table``,
+    a distinct ``cursor`` so that requests do not share one upstream wait)."""
+    return {
+        **more,
+        "handle": headers["electric-handle"],
+        "offset": headers["electric-offset"],
+        "live": "true",
+    }

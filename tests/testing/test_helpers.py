@@ -9,7 +9,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from electric_proxy.testing import eventually, serve_app, shape_messages
+from electric_proxy.testing import eventually, live_params, serve_app, shape_messages
 
 MESSAGES = [
     {"key": '"public"."todos"/"1"', "value": {"id": "1"}, "headers": {"operation": "insert"}},
@@ -34,6 +34,19 @@ def test_shape_messages_splits_changes_from_controls() -> None:
 def test_shape_messages_refuses_what_is_neither() -> None:
     with pytest.raises(AssertionError, match="neither a change nor a control"):
         shape_messages([{"value": {"id": "1"}}])
+
+
+def test_live_params_waits_after_the_response_it_is_given() -> None:
+    headers = {"electric-handle": "h-7", "electric-offset": "3_1", "electric-cursor": "9"}
+    assert live_params(headers, table="todos", cursor="a") == {
+        "table": "todos",
+        "cursor": "a",
+        "handle": "h-7",
+        "offset": "3_1",
+        "live": "true",
+    }
+    with pytest.raises(KeyError):
+        live_params({"electric-offset": "0_0"})  # not a shape response: no handle
 
 
 async def test_eventually_waits_then_fails_with_its_message() -> None:
