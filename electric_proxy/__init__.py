@@ -43,6 +43,7 @@ if typing.TYPE_CHECKING:
         ServiceUnavailable,
         TooManyRequests,
         Unauthorized,
+        UnsupportedMediaType,
         UpstreamTimeout,
         UpstreamUnavailable,
     )
@@ -156,6 +157,7 @@ _EXPORTS: dict[str, str] = {
     "StreamsConfig": "config",
     "TooManyRequests": "errors",
     "Unauthorized": "errors",
+    "UnsupportedMediaType": "errors",
     "UpstreamRequest": "chain",
     "UpstreamResponse": "forward",
     "UpstreamSettings": "forward",
@@ -250,6 +252,7 @@ __all__ = [
     "StreamsConfig",
     "TooManyRequests",
     "Unauthorized",
+    "UnsupportedMediaType",
     "UpstreamRequest",
     "UpstreamResponse",
     "UpstreamSettings",

@@ -67,6 +67,7 @@ __all__ = [
     "ServiceUnavailable",
     "TooManyRequests",
     "Unauthorized",
+    "UnsupportedMediaType",
     "UpstreamTimeout",
     "UpstreamUnavailable",
     "answer_for",
@@ -201,6 +202,11 @@ class MethodNotAllowed(ProxyError):
 class PayloadTooLarge(ProxyError):
     status = 413
     code = "payload_too_large"
+
+
+class UnsupportedMediaType(ProxyError):
+    status = 415
+    code = "unsupported_media_type"
 
 
 class TooManyRequests(ProxyError):

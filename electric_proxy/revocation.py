@@ -40,7 +40,13 @@ from aiohttp import hdrs, web
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
 from .chain import Principal, UpstreamRequest
-from .errors import InvalidBody, ProxyError, ServiceUnavailable, Unauthorized
+from .errors import (
+    InvalidBody,
+    ProxyError,
+    ServiceUnavailable,
+    Unauthorized,
+    UnsupportedMediaType,
+)
 from .http_server import own_application
 from .json_input import JsonInputError, load_client_json
 from .keys import PRINCIPAL, UPSTREAM
@@ -371,6 +377,10 @@ class Revocations:
                         _digest(value.strip()), expected
                     ):
                         raise Unauthorized("the admin token is missing or wrong")
+                if request.content_type != "application/json":
+                    # Only a JSON body: a page in a browser on this host may POST a form or
+                    # text/plain to loopback without a preflight, never application/json.
+                    raise UnsupportedMediaType("the body must be application/json")
                 try:
                     data = load_client_json(await request.read(), max_size=1 << 16)
                     what = Interrupt.from_json(data)

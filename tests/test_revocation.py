@@ -372,8 +372,17 @@ async def test_the_admin_endpoint_needs_its_token_and_answers_how_many_ended(
         for body in ({}, {"user": "alice"}, {"claim": ["org_id"]}):
             async with session.post(url, json=body, headers=good) as resp:
                 assert resp.status == 400, body
-        async with session.post(url, data=b"{not json", headers=good) as resp:
+        json_type = {**good, "Content-Type": "application/json"}
+        async with session.post(url, data=b"{not json", headers=json_type) as resp:
             assert resp.status == 400
+        # What a web page can send to loopback without a preflight: refused, nothing ended.
+        for kind in ("text/plain", "application/x-www-form-urlencoded", "multipart/form-data"):
+            body = b'{"principal": "alice"}'
+            headers = {**good, "Content-Type": kind}
+            async with session.post(url, data=body, headers=headers) as resp:
+                assert resp.status == 415, kind
+                assert (await resp.json())["error"] == "unsupported_media_type"
+        assert h.waiting("alice", "bob")
         async with session.post(url, json={"claim": {"org_id": "acme"}}, headers=good) as resp:
             assert resp.status == 200
             assert await resp.json() == {"ended": 1, "replicas": 0}
