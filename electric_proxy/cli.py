@@ -49,7 +49,7 @@ def _check_config(args: argparse.Namespace) -> int:
     if args.workers > 1:
         from .server import worker_problems
 
-        problems = worker_problems(config)
+        problems = worker_problems(config, args.workers)
         if problems:
             print(f"{args.config}: invalid config", file=sys.stderr)
             for problem in problems:

@@ -411,17 +411,37 @@ def _streams(data: Any, problems: list[str]) -> StreamsConfig | None:
 _ANY_ADDRESS = frozenset({"", "0.0.0.0", "::"})
 
 
-def _port_problems(server: ServerSettings | None, metrics: MetricsSettings | None) -> list[str]:
-    """The metrics listener on the proxy's own address: ``serve`` would fail to bind it."""
-    if server is None or metrics is None or not metrics.listener or not metrics.port:
-        return []
-    hosts = {server.host, metrics.host}
-    if metrics.port == server.port and (len(hosts) == 1 or hosts & _ANY_ADDRESS):
-        return [
-            f"metrics.port: {metrics.port} is also server.port; the metrics listener needs "
-            "a port of its own (or `listener = false` and `main_path`)"
-        ]
-    return []
+def listener_problems(
+    server: ServerSettings | None,
+    metrics: MetricsSettings | None,
+    admin: AdminSettings | None,
+    workers: int = 1,
+) -> list[str]:
+    """Two of ``serve``'s listeners on one address, where it would fail to bind the second.
+
+    With ``--workers N`` the metrics and admin listeners take ``port`` to ``port + N - 1``.
+    """
+    listeners: list[tuple[str, str, range, str]] = []
+    if server is not None and server.port:
+        listeners.append(("server.port", server.host, range(server.port, server.port + 1), ""))
+    if metrics is not None and metrics.listener and metrics.port:
+        ports = range(metrics.port, metrics.port + workers)
+        alternative = " (or `listener = false` and `main_path`)"
+        listeners.append(("metrics.port", metrics.host, ports, alternative))
+    if admin is not None and admin.port:
+        listeners.append(("admin.port", admin.host, range(admin.port, admin.port + workers), ""))
+    problems = []
+    for index, (first, first_host, first_ports, _) in enumerate(listeners):
+        for name, host, ports, alternative in listeners[index + 1 :]:
+            hosts = {first_host, host}
+            shared = sorted(set(first_ports) & set(ports))
+            if shared and (len(hosts) == 1 or hosts & _ANY_ADDRESS):
+                across = f" with {workers} workers" if workers > 1 else ""
+                problems.append(
+                    f"{name}: {shared[0]} is also {first}{across}; the {name.split('.')[0]} "
+                    f"listener needs a port of its own{alternative}"
+                )
+    return problems
 
 
 def _route_problems(
@@ -435,7 +455,7 @@ def _route_problems(
     shape route a stream's."""
     shape_paths = [server.path] if server is not None and shapes else []
     stream_paths = [streams.path] if streams is not None else []
-    problems = _port_problems(server, metrics) + [
+    problems = [
         f"server.path: {path} is under streams.path {streams.path}; choose another path"
         for path in shape_paths
         if streams is not None and path_conflict(path, [], stream_paths)
@@ -588,6 +608,7 @@ def parse_config(
         steps = _chain(data.get("chain", []), "chain", problems)
     streams = _streams(data["streams"], problems) if "streams" in data else None
     problems += _route_problems(server, upstream is not None, streams, health, metrics)
+    problems += listener_problems(server, metrics, admin)
     if problems or server is None or health is None or audit is None:
         raise ConfigError(problems)
     return ProxyConfig(

@@ -55,7 +55,7 @@ from aiohttp import web
 
 from .audit import Audit
 from .caching import CacheMode
-from .config import ConfigError, ProxyConfig, StreamsConfig
+from .config import ConfigError, ProxyConfig, StreamsConfig, listener_problems
 from .endpoint import Endpoint, EndpointObserver
 from .health import HEALTH, Health
 from .http_server import own_application
@@ -311,10 +311,10 @@ def _worker(config: ProxyConfig, reserved: socket.socket, host: str, port: int, 
         raise SystemExit(1) from None
 
 
-def worker_problems(config: ProxyConfig) -> list[str]:
+def worker_problems(config: ProxyConfig, workers: int) -> list[str]:
     """What ``serve --workers N`` (N > 1) refuses in ``config``; ``check-config --workers``
     reports the same list."""
-    problems = []
+    problems = listener_problems(config.server, config.metrics, config.admin, workers)
     if config.metrics is not None and config.metrics.main_path is not None:
         problems.append(
             "metrics.main_path: cannot be used with --workers above 1: each scrape would reach "
@@ -330,7 +330,7 @@ def worker_problems(config: ProxyConfig) -> list[str]:
 
 def serve_workers(config: ProxyConfig, host: str, port: int, workers: int) -> int:
     """Supervise ``workers`` forked processes on one socket; the exit status."""
-    problems = worker_problems(config)
+    problems = worker_problems(config, workers)
     for problem in problems:
         workers_log.error("%s", problem)
     if problems:

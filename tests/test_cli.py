@@ -315,6 +315,11 @@ def test_check_config_names_a_bad_environment_variable(tmp_path: Path) -> None:
             "[server]\nport = 9100\n[metrics]\nport = 9100\n",
             "metrics.port: 9100 is also server.port",
         ),
+        # ... or the admin listener on the metrics port.
+        (
+            "[metrics]\nport = 9200\n[admin]\nport = 9200\n",
+            "admin.port: 9200 is also metrics.port; the admin listener needs a port of its own",
+        ),
     ],
 )
 def test_check_config_refuses_what_serve_would(tmp_path: Path, body: str, expected: str) -> None:
@@ -357,6 +362,20 @@ async def test_serve_takes_its_port_from_the_environment(tmp_path: Path) -> None
             async with session.get(url, params={"offset": "-1", "table": "todos"}) as r:
                 assert r.status == 200
     assert s.proc.returncode == 0, s.output
+
+
+def test_check_config_with_workers_refuses_overlapping_listener_ports(tmp_path: Path) -> None:
+    """Worker i listens for metrics on port + i and for the admin endpoint on its port + i:
+    with 3 workers, metrics on 9300-9302 run into admin on 9302."""
+    path = write_config(
+        tmp_path,
+        '[upstream]\nurl = "http://localhost:3000/v1/shape"\n'
+        '[metrics]\nport = 9300\n[admin]\nport = 9302\n[revocation]\nredis_url = "redis://127.0.0.1:1"\n',
+    )
+    assert run_cli("check-config", str(path), "--workers", "2").returncode == 0
+    result = run_cli("check-config", str(path), "--workers", "3")
+    assert result.returncode == 1
+    assert "admin.port: 9302 is also metrics.port with 3 workers" in result.stderr
 
 
 def test_check_config_with_workers_refuses_a_shared_metrics_path(tmp_path: Path) -> None:
