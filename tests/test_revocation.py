@@ -5,9 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import shutil
-import socket
-import subprocess
 import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -36,12 +33,12 @@ from electric_proxy import (
 )
 from electric_proxy.config import ConfigError
 from electric_proxy.inflight import InFlight
-from electric_proxy.revocation import redis_available
 from electric_proxy.steps.bearer import BearerAuth
 from electric_proxy.steps.jwt import ConfiguredAlgorithms
 from electric_proxy.testing import (
     ALICE,
     BOB,
+    RedisServer,
     RunningUpstream,
     auth,
     eventually,
@@ -51,7 +48,6 @@ from electric_proxy.testing import (
     serve_app,
     start_cli,
     start_electric,
-    unavailable,
 )
 
 SHAPE = "/v1/shape"
@@ -397,60 +393,18 @@ async def test_the_admin_endpoint_needs_its_token_and_answers_how_many_ended(
 # -- Redis: two apps, one channel ------------------------------------------------------------
 
 
-class RedisProcess:
-    """A redis-server of the test's own on a loopback port, without persistence; it can be
-    stopped and started again on the same port (a Redis outage)."""
-
-    def __init__(self, directory: Any) -> None:
-        binary = shutil.which("redis-server")
-        if binary is None or not redis_available():
-            unavailable("redis-server and the redis package are needed (scripts/redis-setup)")
-        assert binary is not None
-        self.binary = binary
-        self.directory = directory
-        self.port = free_port()
-        self.process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        args = [self.binary, "--port", str(self.port), "--bind", "127.0.0.1"]
-        args += ["--save", "", "--appendonly", "no", "--dir", str(self.directory)]
-        self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
-                    return
-            except OSError:
-                if time.monotonic() > deadline or self.process.poll() is not None:
-                    self.stop()
-                    pytest.fail("redis-server did not start")
-                time.sleep(0.02)
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            self.process.wait(10)
-        self.process = None
+@pytest.fixture
+def redis_server(tmp_path: Any) -> Iterator[RedisServer]:
+    with RedisServer(tmp_path) as server:
+        yield server
 
 
 @pytest.fixture
-def redis_server(tmp_path: Any) -> Iterator[RedisProcess]:
-    server = RedisProcess(tmp_path)
-    server.start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def redis_url(redis_server: RedisProcess) -> str:
+def redis_url(redis_server: RedisServer) -> str:
     return redis_server.url
 
 
-async def test_a_subscriber_comes_back_after_a_redis_outage(redis_server: RedisProcess) -> None:
+async def test_a_subscriber_comes_back_after_a_redis_outage(redis_server: RedisServer) -> None:
     a, b = Revocations(redis_url=redis_server.url), Revocations(redis_url=redis_server.url)
     contexts = [r.cleanup_ctx(web.Application()) for r in (a, b)]
     for context in contexts:

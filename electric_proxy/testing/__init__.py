@@ -31,6 +31,7 @@ from .clients import (
 from .messages import Change, ShapeMessages, live_params, shape_messages
 from .polling import eventually
 from .prerequisites import unavailable
+from .redis_server import RedisServer
 from .serving import free_port, serve_app
 from .upstreams import (
     STREAMS_SECRET,
@@ -55,6 +56,7 @@ __all__ = [
     "ProxyClientFactory",
     "ProxyTestServer",
     "RecordedRequest",
+    "RedisServer",
     "RunningStreams",
     "RunningUpstream",
     "ShapeMessages",

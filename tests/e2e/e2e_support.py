@@ -13,6 +13,7 @@ import contextlib
 import json
 import os
 import shutil
+import sys
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -204,6 +205,24 @@ class DropResponseHeader:
 
 
 @contextlib.asynccontextmanager
+async def serving_database(
+    *,
+    extra_rows: Sequence[Mapping[str, Any]] = (),
+    chunk_rows: int = 2,
+    long_poll_timeout: float = 5.0,
+) -> AsyncIterator[tuple[Database, str]]:
+    """Serve the two-tenant fake Electric (plus ``extra_rows``), demanding :data:`SECRET`, on
+    a loopback port; yield the database and the upstream's origin."""
+    electric = two_tenant_upstream(
+        SECRET, chunk_rows=chunk_rows, long_poll_timeout=long_poll_timeout
+    )
+    for row in extra_rows:
+        electric.insert("todos", row)
+    async with serve_app(electric.app()) as origin:
+        yield Database.seeded(electric, [*TENANT_ROWS, *extra_rows]), origin
+
+
+@contextlib.asynccontextmanager
 async def running_stack(
     *,
     chain: Sequence[Middleware],
@@ -212,15 +231,13 @@ async def running_stack(
     long_poll_timeout: float = 5.0,
 ) -> AsyncIterator[Stack]:
     """Start the two-tenant fake Electric (plus ``extra_rows``) and the proxy with ``chain``."""
-    electric = two_tenant_upstream(
-        SECRET, chunk_rows=chunk_rows, long_poll_timeout=long_poll_timeout
-    )
-    for row in extra_rows:
-        electric.insert("todos", row)
-    db = Database.seeded(electric, [*TENANT_ROWS, *extra_rows])
     exchanges: list[Exchange] = []
     async with contextlib.AsyncExitStack() as stack:
-        upstream_origin = await stack.enter_async_context(serve_app(electric.app()))
+        db, upstream_origin = await stack.enter_async_context(
+            serving_database(
+                extra_rows=extra_rows, chunk_rows=chunk_rows, long_poll_timeout=long_poll_timeout
+            )
+        )
         proxy = ShapeProxy(upstream=upstream_origin + "/v1/shape", chain=chain)
         app = web.Application(middlewares=[recording_middleware(exchanges)])
         proxy.setup(app)
@@ -235,7 +252,7 @@ async def running_stack(
 
 
 # ---------------------------------------------------------------------------------------------
-# A Node process speaking JSON lines.
+# A Node (or Python) process speaking JSON lines.
 # ---------------------------------------------------------------------------------------------
 
 
@@ -249,7 +266,8 @@ class ClientFailed(AssertionError):
 
 
 class NodeProcess:
-    """``node <script>`` with JSON events on stdout and JSON commands on stdin."""
+    """``node <script>`` (or a Python script of the tests') with JSON events on stdout and
+    JSON commands on stdin."""
 
     def __init__(self, process: asyncio.subprocess.Process, script: str) -> None:
         self.process = process
@@ -260,10 +278,13 @@ class NodeProcess:
         self._stderr_task = asyncio.ensure_future(self._drain_stderr())
 
     @classmethod
-    async def start(cls, node: str, script: str, env: Mapping[str, str]) -> NodeProcess:
+    async def start(
+        cls, interpreter: str, script: str, env: Mapping[str, str], args: Sequence[str] = ()
+    ) -> NodeProcess:
         process = await asyncio.create_subprocess_exec(
-            node,
+            interpreter,
             str(E2E_DIR / script),
+            *args,
             cwd=E2E_DIR,
             env={**os.environ, **env},
             stdin=asyncio.subprocess.PIPE,
@@ -367,6 +388,19 @@ async def node_process(
 ) -> AsyncIterator[NodeProcess]:
     """Run ``node script`` for the block; it is ended (and reaped) however the block exits."""
     process = await NodeProcess.start(node, script, env)
+    try:
+        yield process
+    finally:
+        await process.close()
+
+
+@contextlib.asynccontextmanager
+async def python_process(
+    script: str, args: Sequence[str], env: Mapping[str, str]
+) -> AsyncIterator[NodeProcess]:
+    """Run ``script`` (in tests/e2e) with this interpreter for the block, as :func:`node_process`
+    runs a Node script: closing its stdin must make it exit."""
+    process = await NodeProcess.start(sys.executable, script, env, args)
     try:
         yield process
     finally:
