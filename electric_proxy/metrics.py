@@ -45,7 +45,7 @@ import aiohttp
 from aiohttp import hdrs, web
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from .chain import Handler, Middleware, Step
+from .chain import Handler, Middleware, Step, StepMetric
 from .endpoint import Endpoint
 from .errors import ElectricProxyError, Refusal
 from .health import PROBE
@@ -192,6 +192,16 @@ class _State:
             "Held requests ended early because the proxy was shutting down",
             labels=["route"],
         )
+        interrupted = CounterMetricFamily(
+            "electric_proxy_interrupted_requests",
+            "Held requests ended by live revocation (an interrupt), to be re-checked",
+            labels=["route"],
+        )
+        expired = CounterMetricFamily(
+            "electric_proxy_expired_requests",
+            "Held requests ended when their credential expired",
+            labels=["route"],
+        )
         joined = CounterMetricFamily(
             "electric_proxy_coalesced_requests",
             "Live long-polls answered by another client's identical upstream request",
@@ -215,6 +225,8 @@ class _State:
             for kind, count in endpoint.inflight.held.items():
                 held.add_metric([route, kind], count)
             drained.add_metric([route], endpoint.inflight.drained)
+            interrupted.add_metric([route], endpoint.inflight.interrupted)
+            expired.add_metric([route], endpoint.inflight.expired)
             coalescer = endpoint.forwarder.coalescer
             if coalescer is not None:
                 joined.add_metric([route], coalescer.joined)
@@ -224,7 +236,8 @@ class _State:
                 for name, family in cache_counters.items():
                     family.add_metric([route], getattr(cache, name))
                 held_bytes.add_metric([route], cache.bytes_held)
-        yield from (held, drained, joined, flights, *cache_counters.values(), held_bytes)
+        yield from (held, drained, interrupted, expired, joined, flights)
+        yield from (*cache_counters.values(), held_bytes)
         yield from self._step_metrics()
 
     def _step_metrics(self) -> Iterator[Metric]:
@@ -257,6 +270,23 @@ class _State:
                     values = [route, labels[id(step)], *(sample.labels[k] for k in own)]
                     family.add_metric(values, sample.value)
         yield from families.values()
+
+
+class _Reported:
+    """Numbers of the process beyond its endpoints' (see :meth:`Metrics.report`)."""
+
+    def __init__(self, source: Callable[[], Iterable[StepMetric]]) -> None:
+        self._source = source
+
+    def collect(self) -> Iterator[Metric]:
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+        for sample in self._source():
+            kind = CounterMetricFamily if sample.kind == "counter" else GaugeMetricFamily
+            labels = sorted(sample.labels)
+            family = kind(sample.name, sample.help, labels=labels)
+            family.add_metric([sample.labels[k] for k in labels], sample.value)
+            yield family
 
 
 class _WithoutCreated:
@@ -363,6 +393,12 @@ class Metrics:
         endpoint.forwarder.trace_configs.append(self._latency_trace(route))
         self._observed.append((route, endpoint))
         return _Observer(self, route, endpoint.steps)
+
+    def report(self, source: Callable[[], Iterable[StepMetric]]) -> None:
+        """Add the numbers ``source()`` gives at each scrape, one family per sample, with
+        its own labels only (no route): for parts of the process that are not an endpoint,
+        such as :class:`~electric_proxy.Revocations`."""
+        self.registry.register(_Reported(source))
 
     def _latency_trace(self, route: str) -> aiohttp.TraceConfig:
         children = {mode: self.upstream_latency.labels(route, mode) for mode in _MODES}

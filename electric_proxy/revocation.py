@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import hdrs, web
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
-from .chain import Principal, UpstreamRequest
+from .chain import Principal, StepMetric, UpstreamRequest
 from .errors import (
     InvalidBody,
     ProxyError,
@@ -75,6 +75,11 @@ RequestPredicate = Callable[[Principal | None, UpstreamRequest], bool]
 Scalar = str | int | float | bool
 
 DEFAULT_CHANNEL = "electric-proxy:revocations"
+
+#: Seconds between pings on a quiet subscription. A connection the network dropped without
+#: closing it looks open forever; one whose ping gets no answer within three intervals is
+#: taken for dead and replaced, so a replica never silently stops receiving interrupts.
+PING_INTERVAL = 5.0
 
 
 def redis_available() -> bool:
@@ -301,8 +306,18 @@ class Revocations:
         from redis.asyncio import Redis
 
         assert self.redis_url is not None
+        from redis.exceptions import RedisError
+
         publisher: Redis = Redis.from_url(self.redis_url, socket_connect_timeout=5)
         self._publisher = publisher
+        try:
+            await publisher.ping()  # a wrong URL or password shows now, not at a revocation
+        except (RedisError, OSError) as exc:
+            log.error(
+                "revocation: Redis cannot be reached (%s); interrupts reach this process only "
+                "until it can",
+                type(exc).__name__,
+            )
         listener = asyncio.create_task(self._listen())
         try:
             yield
@@ -335,7 +350,16 @@ class Revocations:
             await asyncio.sleep(1.0)
 
     async def _receive(self, pubsub: PubSub) -> None:
-        async for message in pubsub.listen():
+        loop = asyncio.get_running_loop()
+        heard = loop.time()
+        while True:
+            message = await pubsub.get_message(timeout=PING_INTERVAL)
+            if message is None:
+                if loop.time() - heard > 3 * PING_INTERVAL:
+                    raise ConnectionError("no answer to pings")
+                await pubsub.ping()
+                continue
+            heard = loop.time()
             kind = message.get("type")
             if kind == "subscribe":
                 self.subscribed = True
@@ -359,6 +383,26 @@ class Revocations:
         self.received += 1
         ended = self.end(interrupt.matches)
         log.info("interrupt from another replica ended %d held requests", ended)
+
+    def metrics(self) -> list[StepMetric]:
+        """Whether this process hears the other replicas, for the metrics scrape: a replica
+        that stopped hearing them would keep streaming revoked users' rows."""
+        if self.redis_url is None:
+            return []
+        return [
+            StepMetric(
+                "electric_proxy_revocation_subscribed",
+                "gauge",
+                "1 while subscribed to the Redis revocation channel, else 0",
+                1.0 if self.subscribed else 0.0,
+            ),
+            StepMetric(
+                "electric_proxy_revocation_received",
+                "counter",
+                "Interrupts received from other replicas through Redis",
+                self.received,
+            ),
+        ]
 
     # -- the admin endpoint ------------------------------------------------------------------
 

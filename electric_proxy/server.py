@@ -139,8 +139,9 @@ def build_app(config: ProxyConfig, *, worker: int = 0) -> web.Application:
         audit.setup(app)
     if config.health.enabled:
         Health.from_settings(endpoints, config.health).setup(app)
-    _wire_revocations(app, config, endpoints, worker)
+    revocations = _wire_revocations(app, config, endpoints, worker)
     if metrics is not None and settings is not None:
+        metrics.report(revocations.metrics)
         metrics.setup(app, path=settings.main_path)
         if settings.listener:
             port = settings.port + worker if settings.port else 0
@@ -150,7 +151,7 @@ def build_app(config: ProxyConfig, *, worker: int = 0) -> web.Application:
 
 def _wire_revocations(
     app: web.Application, config: ProxyConfig, endpoints: list[Endpoint], worker: int
-) -> None:
+) -> Revocations:
     """Live revocation: always callable from code (``app[REVOCATIONS]``); subscribed to
     Redis with ``[revocation]``; on HTTP with ``[admin]`` (worker ``i`` on ``port + i``)."""
     shared = config.revocation
@@ -166,6 +167,7 @@ def _wire_revocations(
         port = admin.port + worker if admin.port else 0
         token = admin.token.get_secret_value() if admin.token is not None else None
         app.cleanup_ctx.append(revocations.admin_listener(admin.host, port, token))
+    return revocations
 
 
 def raise_open_file_limit() -> None:

@@ -17,6 +17,7 @@ from joserfc.jwk import OctKey
 
 from electric_proxy import (
     CREDENTIAL_EXPIRES,
+    METRICS,
     PRINCIPAL,
     REVOCATIONS,
     UPSTREAM,
@@ -31,6 +32,7 @@ from electric_proxy import (
     UpstreamSettings,
     parse_config,
 )
+from electric_proxy import revocation as revocation_module
 from electric_proxy.config import ConfigError
 from electric_proxy.inflight import InFlight
 from electric_proxy.steps.bearer import BearerAuth
@@ -421,6 +423,99 @@ async def test_a_subscriber_comes_back_after_a_redis_outage(redis_server: RedisS
     finally:
         for context in contexts:
             await anext(context, None)
+
+
+class FreezingRelay:
+    """A TCP relay to Redis whose open connections can go silent without closing, as when
+    a NAT or firewall drops its state: nothing arrives either way, no FIN, no RST. New
+    connections are relayed as before."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.frozen: list[asyncio.Event] = []
+        self.server: asyncio.Server | None = None
+
+    async def start(self) -> str:
+        self.server = await asyncio.start_server(self._relay, "127.0.0.1", 0)
+        port = self.server.sockets[0].getsockname()[1]
+        return f"redis://127.0.0.1:{port}/0"
+
+    def freeze(self) -> None:
+        for event in self.frozen:
+            event.set()
+
+    async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        frozen = asyncio.Event()
+        self.frozen.append(frozen)
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
+
+        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            while data := await src.read(65536):
+                if frozen.is_set():
+                    await asyncio.Event().wait()  # swallow it and hold the socket open
+                dst.write(data)
+                await dst.drain()
+
+        try:
+            await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+        except OSError:
+            pass  # either side went away: close both
+        finally:
+            writer.close()
+            up_writer.close()
+
+    async def close(self) -> None:
+        if self.server is not None:
+            self.server.close()
+
+
+async def test_a_subscription_the_network_silently_dropped_is_replaced(
+    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The connection still looks open, but nothing arrives: unanswered pings show it, the
+    subscriber reconnects, and the next interrupt reaches it."""
+    monkeypatch.setattr(revocation_module, "PING_INTERVAL", 0.25)
+    relay = FreezingRelay(redis_server.port)
+    a = Revocations(redis_url=await relay.start())
+    b = Revocations(redis_url=redis_server.url)
+    contexts = [r.cleanup_ctx(web.Application()) for r in (a, b)]
+    for context in contexts:
+        await anext(context)
+    try:
+        await eventually(lambda: a.subscribed and b.subscribed, within=10)
+        relay.freeze()
+        await eventually(lambda: not a.subscribed, within=10)
+        await eventually(lambda: a.subscribed, within=10)
+        # Redis still counts the dead connection's subscription (it has not noticed either).
+        assert (await b.publish(Interrupt(principal="alice"))).replicas == 2
+        await eventually(lambda: a.received == 1, within=10)
+    finally:
+        for context in contexts:
+            await anext(context, None)
+        await relay.close()
+
+
+async def test_metrics_show_the_subscription_and_what_was_ended(
+    aiohttp_client: Any, slow_upstream: RunningUpstream, redis_url: str
+) -> None:
+    metrics = {"listener": False, "main_path": "/metrics"}
+    sections = {"revocation": {"redis_url": redis_url}, "metrics": metrics}
+    app = parse_config(config(slow_upstream, **sections)).app()
+    client = await aiohttp_client(app)
+    revocations = app[REVOCATIONS]
+    await eventually(lambda: revocations.subscribed, within=10)
+    shape = revocations.endpoints[0]
+    assert isinstance(shape, ShapeProxy)
+    h = Held(client, shape, slow_upstream)
+    await h.hold("alice", ALICE)
+    assert revocations.interrupt(principal="alice") == 1
+    assert_interrupted(await h.ended("alice"))
+    scrape = app[METRICS].render()[0].decode()
+    assert "electric_proxy_revocation_subscribed 1.0" in scrape
+    assert "electric_proxy_revocation_received_total 0.0" in scrape
+    assert 'electric_proxy_interrupted_requests_total{route="/v1/shape"} 1.0' in scrape
+    assert 'electric_proxy_expired_requests_total{route="/v1/shape"} 0.0' in scrape
+    await h.close()
 
 
 async def test_an_interrupt_published_on_one_app_ends_the_request_held_on_another(
