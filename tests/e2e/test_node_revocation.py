@@ -70,7 +70,13 @@ async def test_revoking_alice_mid_sync_stops_her_rows(live: str) -> None:
         electric = stack.electric
 
         def held() -> bool:
-            return sum(proxy.inflight.held.values()) >= 1 and electric.held >= 1
+            # The proxy cancels the upstream request of each one it ends: once those are
+            # gone, Electric's count is of her current request, which must have reached it.
+            return (
+                electric.cancelled >= proxy.inflight.interrupted
+                and sum(proxy.inflight.held.values()) >= 1
+                and electric.held >= 1
+            )
 
         async with node_process(node, "revoke_client.mjs", env) as client:
             await client.event("synced")
