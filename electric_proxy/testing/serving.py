@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import contextlib
+import random
 import socket
 from collections.abc import AsyncIterator
 
@@ -33,16 +34,31 @@ async def serve_app(app: web.Application | web.BaseRunner) -> AsyncIterator[str]
         await runner.cleanup()
 
 
+def _ephemeral_start() -> int:
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as ports:
+            return int(ports.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768  # Linux's default
+
+
 def free_port(consecutive: int = 1) -> int:
     """A loopback port free now, with ``consecutive - 1`` free ports after it (one metrics
-    port per worker); another process may still take it before it is bound."""
-    for _ in range(50):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port: int = s.getsockname()[1]
+    port per worker); another process may still take it before it is bound.
+
+    The port is chosen below the kernel's ephemeral range, where no client connection gets
+    its local port: after a test of many short connections thousands of ephemeral ports wait
+    in TIME-WAIT, and a server cannot bind one of those (not even with ``SO_REUSEADDR``,
+    since the client sockets did not set it), so a run of consecutive free ports up there is
+    rare. Each is probed as a server binds it, with ``SO_REUSEADDR``.
+    """
+    top = min(_ephemeral_start(), 65536) - consecutive
+    for _ in range(200):
+        port = random.randrange(10000, top)
         try:
-            for offset in range(1, consecutive):
+            for offset in range(consecutive):
                 with socket.socket() as s:
+                    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
                     s.bind(("127.0.0.1", port + offset))
         except OSError:
             continue
