@@ -15,9 +15,9 @@ from typing import Any
 
 import pytest
 from electric_proxy_ratelimit import RateLimit
-from ratelimit_support import RedisServer, require_redis_server, unique_prefix
+from ratelimit_support import unique_prefix
 
-from electric_proxy.testing import RunningUpstream, free_port, start_electric
+from electric_proxy.testing import RedisServer, RunningUpstream, start_electric
 
 
 @pytest.fixture(name="electric_upstream")
@@ -30,8 +30,7 @@ async def fixture_electric_upstream(aiohttp_server: Any) -> RunningUpstream:
 @pytest.fixture(name="redis_server", scope="session")
 def fixture_redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
     """One redis-server for the session; tests keep apart by key prefix."""
-    binary = require_redis_server()
-    server = RedisServer(binary, tmp_path_factory.mktemp("redis"), free_port()).start()
+    server = RedisServer(tmp_path_factory.mktemp("redis")).start()
     yield server
     server.stop()
 
@@ -39,11 +38,10 @@ def fixture_redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[R
 @pytest.fixture(name="own_redis_server")
 def fixture_own_redis_server(tmp_path: Path) -> Iterator[Callable[..., RedisServer]]:
     """``own_redis_server(password=None)``: a redis-server the test may stop and restart."""
-    binary = require_redis_server()
     started: list[RedisServer] = []
 
     def start(password: str | None = None) -> RedisServer:
-        server = RedisServer(binary, tmp_path, free_port(), password=password).start()
+        server = RedisServer(tmp_path, password=password).start()
         started.append(server)
         return server
 

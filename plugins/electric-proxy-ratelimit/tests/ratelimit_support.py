@@ -4,20 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import shutil
-import socket
-import subprocess
 import time
 from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-import pytest
 from aiohttp import ClientResponse
 
 from electric_proxy import Credentials, Middleware, ShapePolicy
-from electric_proxy.testing import RunningUpstream, auth, two_users, unavailable
+from electric_proxy.testing import RunningUpstream, auth, two_users
 
 SHAPE = "/v1/shape"
 
@@ -110,71 +105,3 @@ _prefixes = itertools.count(1)
 def unique_prefix() -> str:
     """A Redis key prefix of its own: tests sharing one redis-server stay apart."""
     return f"rl-test-{next(_prefixes)}:"
-
-
-# -- redis-server ---------------------------------------------------------------------------
-
-
-def require_redis_server() -> str:
-    """The redis-server binary; fails under CI (which must run these tests), skips elsewhere."""
-    found = shutil.which("redis-server")
-    if found is None:
-        message = (
-            "redis-server is not installed: run `bash scripts/redis-setup` (Debian's package) "
-            "to run the Redis backend tests"
-        )
-        unavailable(message)
-    return found
-
-
-def _answers_ping(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.5) as sock:
-            sock.sendall(b"PING\r\n")
-            reply = sock.recv(64)
-    except OSError:
-        return False
-    return reply.startswith((b"+PONG", b"-NOAUTH"))
-
-
-@dataclass
-class RedisServer:
-    """A redis-server of the test's own on a loopback port, without persistence."""
-
-    binary: str
-    directory: Path
-    port: int
-    password: str | None = None
-    process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        login = f":{self.password}@" if self.password else ""
-        return f"redis://{login}127.0.0.1:{self.port}/0"
-
-    def start(self) -> RedisServer:
-        args = [self.binary, "--port", str(self.port), "--bind", "127.0.0.1"]
-        args += ["--save", "", "--appendonly", "no", "--dir", str(self.directory)]
-        if self.password:
-            args += ["--requirepass", self.password]
-        log = (self.directory / f"redis-{self.port}.log").open("ab")
-        self.process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
-        log.close()
-        deadline = time.monotonic() + 10
-        while not _answers_ping(self.port):
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                output = (self.directory / f"redis-{self.port}.log").read_text()[-2000:]
-                pytest.fail(f"redis-server did not start on port {self.port}:\n{output}")
-            time.sleep(0.02)
-        return self
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(5)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(5)
-        self.process = None

@@ -19,10 +19,10 @@ from ratelimit_fixtures import (  # noqa: F401 (fixtures)
     fixture_own_redis_server,
     fixture_redis_server,
 )
-from ratelimit_support import SHAPE, RedisServer, add_todo, chain, finish, live_shape, unique_prefix
+from ratelimit_support import SHAPE, add_todo, chain, finish, live_shape, unique_prefix
 from redis.asyncio import Redis
 
-from electric_proxy.testing import ALICE, RunningUpstream, auth, free_port
+from electric_proxy.testing import ALICE, RedisServer, RunningUpstream, auth, free_port
 
 CATCH_UP = {"offset": "-1"}
 ALICE_KEY = limit_key(SHAPE, "user:alice")
