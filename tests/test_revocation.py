@@ -4,6 +4,7 @@ admin endpoint, Redis between two apps, and credential expiry."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -406,13 +407,20 @@ def redis_url(redis_server: RedisServer) -> str:
     return redis_server.url
 
 
+@contextlib.asynccontextmanager
+async def running(*revocations: Revocations) -> AsyncIterator[None]:
+    """The Redis lifetime of each (as an app's cleanup context runs it), once all subscribed."""
+    async with contextlib.AsyncExitStack() as stack:
+        for revocation in revocations:
+            cleanup = contextlib.asynccontextmanager(revocation.cleanup_ctx)
+            await stack.enter_async_context(cleanup(web.Application()))
+        await eventually(lambda: all(r.subscribed for r in revocations), within=10)
+        yield
+
+
 async def test_a_subscriber_comes_back_after_a_redis_outage(redis_server: RedisServer) -> None:
     a, b = Revocations(redis_url=redis_server.url), Revocations(redis_url=redis_server.url)
-    contexts = [r.cleanup_ctx(web.Application()) for r in (a, b)]
-    for context in contexts:
-        await anext(context)
-    try:
-        await eventually(lambda: a.subscribed and b.subscribed, within=10)
+    async with running(a, b):
         redis_server.stop()
         await eventually(lambda: not b.subscribed, within=10)
         assert (await a.publish(Interrupt(principal="alice"))).replicas is None
@@ -420,9 +428,6 @@ async def test_a_subscriber_comes_back_after_a_redis_outage(redis_server: RedisS
         await eventually(lambda: a.subscribed and b.subscribed, within=15)
         assert (await a.publish(Interrupt(principal="alice"))).replicas == 1
         await eventually(lambda: b.received == 1)
-    finally:
-        for context in contexts:
-            await anext(context, None)
 
 
 class FreezingRelay:
@@ -478,21 +483,14 @@ async def test_a_subscription_the_network_silently_dropped_is_replaced(
     relay = FreezingRelay(redis_server.port)
     a = Revocations(redis_url=await relay.start())
     b = Revocations(redis_url=redis_server.url)
-    contexts = [r.cleanup_ctx(web.Application()) for r in (a, b)]
-    for context in contexts:
-        await anext(context)
-    try:
-        await eventually(lambda: a.subscribed and b.subscribed, within=10)
+    async with running(a, b):
         relay.freeze()
         await eventually(lambda: not a.subscribed, within=10)
         await eventually(lambda: a.subscribed, within=10)
         # Redis still counts the dead connection's subscription (it has not noticed either).
         assert (await b.publish(Interrupt(principal="alice"))).replicas == 2
         await eventually(lambda: a.received == 1, within=10)
-    finally:
-        for context in contexts:
-            await anext(context, None)
-        await relay.close()
+    await relay.close()
 
 
 async def test_metrics_show_the_subscription_and_what_was_ended(

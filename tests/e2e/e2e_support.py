@@ -405,3 +405,18 @@ async def python_process(
         yield process
     finally:
         await process.close()
+
+
+def assert_revoked(done: Mapping[str, Any], live: str, rounds: int) -> None:
+    """What ``revoke_client.mjs`` reports after ``rounds`` interrupts with unchanged claims,
+    then one after Alice lost her organisation: it stopped on the 403, kept syncing between
+    interrupts (long-polls: rows 301.. inserted between rounds), and rows 900 and 901,
+    inserted after the revocation, never reached it."""
+    arrived = {m["id"] for m in done["messages"]}
+    assert not {900, 901} & arrived
+    if live == "long-poll":
+        assert set(range(301, 301 + rounds)) <= arrived
+    assert not {900, 901} & set(done["rows"])
+    statuses = [r["status"] for r in done["responses"]]
+    assert statuses[-1] == 403
+    assert statuses.count(503) == (rounds + 1 if live == "long-poll" else 0)
