@@ -156,28 +156,22 @@ class InFlight:
     def around(self, forward: Handler) -> Handler:
         """Wrap the chain's endpoint: hold live requests while they wait for the upstream."""
 
+        # One frame for both kinds: a held request keeps every frame above it alive.
         async def run(request: web.Request) -> web.StreamResponse:
             kind = _request_kind(request)
             if kind is None:
-                response = await forward(request)
-            else:
-                response = await self._wait(request, forward, kind)
-            return response
+                return await forward(request)
+            hold = self._enter(request, kind)
+            try:
+                return await forward(request)
+            except asyncio.CancelledError:
+                if hold.absorbs():
+                    raise hold.answer() from None
+                raise
+            finally:
+                self._leave(hold)
 
         return run
-
-    async def _wait(
-        self, request: web.Request, forward: Handler, kind: LiveKind
-    ) -> web.StreamResponse:
-        hold = self._enter(request, kind)
-        try:
-            return await forward(request)
-        except asyncio.CancelledError:
-            if hold.absorbs():
-                raise hold.answer() from None
-            raise
-        finally:
-            self._leave(hold)
 
     async def send(self, request: web.Request, response: web.StreamResponse) -> web.StreamResponse:
         """The chain's answer, sent now and held when it is a live event stream (so that a
