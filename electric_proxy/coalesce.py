@@ -129,11 +129,14 @@ class Coalescer:
         self.upstream_requests = 0
         self.joined = 0
 
-    async def join(
+    def join(
         self, key: Hashable, fetch: Fetch, request_id: str = "-"
-    ) -> tuple[Head, SharedReply, Callable[[], None]]:
-        """Wait for the shared answer; returns its head, the reply and a ``leave`` callback.
+    ) -> tuple[asyncio.Future[Head], SharedReply, Callable[[], None]]:
+        """Join the flight for ``key`` (starting it if there is none).
 
+        Returns a future of this waiter's own for the head, the reply, and ``leave``, which
+        the caller calls once it is done with the reply, or when awaiting the head fails
+        (cancelled: it is the caller's await, so a held long-poll keeps no frame here).
         ``request_id`` names this waiter in the logs: a joiner's line names the request that
         went upstream (its own ID is already on the line, from the log context).
         """
@@ -162,12 +165,7 @@ class Coalescer:
             if flight.waiters == 0 and not flight.reply.complete and flight.task:
                 flight.task.cancel()
 
-        try:
-            head = await flight.reply.wait_head()
-        except BaseException:
-            leave()
-            raise
-        return head, flight.reply, leave
+        return flight.reply.wait_head(), flight.reply, leave
 
     async def _fly(self, key: Hashable, flight: _Flight, fetch: Fetch) -> None:
         reply = flight.reply

@@ -24,7 +24,7 @@ from .forward import Forwarder
 from .http_server import own_application
 from .inflight import InFlight
 from .keys import PRINCIPAL, ROUTE, UPSTREAM
-from .logs import bind_request_id
+from .logs import bind_request_id, current_request_id
 from .upstream_errors import UpstreamErrorCleaner, error_body
 
 __all__ = ["Endpoint", "EndpointObserver", "forwarded_headers"]
@@ -136,7 +136,8 @@ class Endpoint(abc.ABC):
         return self._route
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
-        bind_request_id("-")
+        if current_request_id() != "-":  # a keep-alive connection's previous request
+            bind_request_id("-")
         try:
             self.check_path(request)
             if request.method not in self.methods:
@@ -147,7 +148,12 @@ class Endpoint(abc.ABC):
             upstream = self.build(request)
         except ProxyError as exc:
             return exc.to_response()
-        return await self.run_chain(request, upstream)
+        # The chain runs in this frame, not a helper's: a held request keeps each alive.
+        request[UPSTREAM] = upstream
+        request[ROUTE] = self.route_info
+        response = await self._handler(request)
+        self.cache_scope.mark(request, response, PRINCIPAL in request)
+        return await self.inflight.send(request, response)
 
     def setup(self, app: web.Application) -> None:
         """Add the routes and the lifecycle of the upstream session (and of steps) to ``app``."""
@@ -169,15 +175,6 @@ class Endpoint(abc.ABC):
         own_application(app)
         self.setup(app)
         return app
-
-    async def run_chain(
-        self, request: web.Request, upstream: UpstreamRequest
-    ) -> web.StreamResponse:
-        request[UPSTREAM] = upstream
-        request[ROUTE] = self.route_info
-        response = await self._handler(request)
-        self.cache_scope.mark(request, response, PRINCIPAL in request)
-        return await self.inflight.send(request, response)
 
     async def _forward(self, request: web.Request) -> web.StreamResponse:
         if request.method == hdrs.METH_OPTIONS:

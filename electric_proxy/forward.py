@@ -458,9 +458,14 @@ class Forwarder:
         try:
             if self.coalescer is not None and _is_long_poll(built):
                 key = answer_key(built, url)
-                head, reply, leave = await self.coalescer.join(
+                waiting, reply, leave = self.coalescer.join(
                     key, fetch, request.get(REQUEST_ID, "-")
                 )
+                try:
+                    head = await waiting
+                except BaseException:
+                    leave()
+                    raise
                 if reply.complete and reply.error is None:
                     leave()
                     response = _whole(*head, reply.body())

@@ -176,11 +176,11 @@ class InFlight:
     async def send(self, request: web.Request, response: web.StreamResponse) -> web.StreamResponse:
         """The chain's answer, sent now and held when it is a live event stream (so that a
         shutdown can end it between chunks); any other answer is left for aiohttp to send."""
-        if not (
+        if not (  # cheapest first: most answers are to catch-up requests
             response.status == 200
+            and _request_kind(request) is not None
             and isinstance(response, UpstreamResponse)
             and response.content_type == _EVENT_STREAM
-            and _request_kind(request) is not None
         ):
             return response
         hold = self._enter(request, "sse")
