@@ -18,6 +18,7 @@ Electric made them.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -36,19 +37,27 @@ _ACCEPT_ENCODING = "Accept-Encoding"
 
 def merge_vary(headers: CIMultiDict[str], *names: str) -> None:
     """Add ``names`` to ``Vary`` once each, keeping what is there; ``*`` absorbs everything."""
-    present = [v.strip() for value in headers.getall(hdrs.VARY, ()) for v in value.split(",")]
+    merged = _merged_vary(tuple(headers.getall(hdrs.VARY, ())), names)
+    if merged:
+        headers[hdrs.VARY] = merged
+
+
+# Responses of one endpoint carry the same few Vary values, so each combination is worked
+# out once; bounded, since the upstream's part is not the proxy's to trust.
+@functools.lru_cache(maxsize=256)
+def _merged_vary(values: tuple[str, ...], names: tuple[str, ...]) -> str:
+    """The one ``Vary`` value for the header's ``values`` with ``names`` added ("": none)."""
+    present = [v.strip() for value in values for v in value.split(",")]
     present = [v for v in present if v]
     if "*" in present:
-        headers[hdrs.VARY] = "*"
-        return
+        return "*"
     known = {v.lower() for v in present}
     merged = present
     for name in names:
         if name.lower() not in known:
             known.add(name.lower())
             merged.append(name)
-    if merged:
-        headers[hdrs.VARY] = ", ".join(merged)
+    return ", ".join(merged)
 
 
 def make_private(headers: CIMultiDict[str]) -> None:
@@ -102,10 +111,15 @@ def canonical_vary(headers: CIMultiDict[str], *names: str) -> None:
     ``accept-encoding, Authorization`` and a 409 that says ``Authorization`` would evict each
     other's variants. ``Accept-Encoding`` is always named because the proxy forwards it.
     """
-    merge_vary(headers, _ACCEPT_ENCODING, *names)
-    present = headers[hdrs.VARY]
-    if present != "*":
-        canonical: dict[str, str] = {}
-        for name in (_ACCEPT_ENCODING, *names, *(v.strip() for v in present.split(","))):
-            canonical.setdefault(name.lower(), name)  # the proxy's spelling first
-        headers[hdrs.VARY] = ", ".join(canonical[k] for k in sorted(canonical))
+    headers[hdrs.VARY] = _canonical_vary(tuple(headers.getall(hdrs.VARY, ())), names)
+
+
+@functools.lru_cache(maxsize=256)
+def _canonical_vary(values: tuple[str, ...], names: tuple[str, ...]) -> str:
+    present = _merged_vary(values, (_ACCEPT_ENCODING, *names))
+    if present == "*":
+        return present
+    canonical: dict[str, str] = {}
+    for name in (_ACCEPT_ENCODING, *names, *(v.strip() for v in present.split(","))):
+        canonical.setdefault(name.lower(), name)  # the proxy's spelling first
+    return ", ".join(canonical[k] for k in sorted(canonical))

@@ -131,7 +131,7 @@ def client_query(request: web.Request) -> MultiMapping[str]:
 def pass_through_params(request: web.Request) -> MultiDict[str]:
     """The client's protocol parameters: the only part of its query sent as it came."""
     query = client_query(request)
-    return MultiDict((k, v) for k, v in query.items() if k in PASS_THROUGH_PARAMS)
+    return MultiDict([(k, v) for k, v in query.items() if k in PASS_THROUGH_PARAMS])
 
 
 @dataclass(frozen=True, slots=True)

@@ -39,17 +39,44 @@ Head = tuple[int, str | None, CIMultiDict[str]]
 
 
 class SharedReply:
-    """One upstream answer: its head as a future, its body as a growing list of chunks."""
+    """One upstream answer: its head given to each waiter, its body a growing list of chunks.
+
+    Each waiter waits on a future of its own (:meth:`wait_head`), so one that is cancelled
+    never cancels the others' and no shield is needed: a held long-poll keeps one plain
+    future rather than a shield's outer future and its two callbacks.
+    """
 
     def __init__(self) -> None:
-        self.head: asyncio.Future[Head] = asyncio.get_running_loop().create_future()
-        # Read the outcome once here, so a failure nobody waited for is not reported as lost.
-        self.head.add_done_callback(lambda f: f.cancelled() or f.exception())
+        self._waiting: list[asyncio.Future[Head]] = []
         self.chunks: list[bytes] = []
         self.error: BaseException | None = None
         self.complete = False
         # Made only when a waiter gets ahead of the body: most replies are whole at once.
         self._more: asyncio.Event | None = None
+
+    def wait_head(self) -> asyncio.Future[Head]:
+        """A future of this waiter's own for the head (only before it is known)."""
+        waiter: asyncio.Future[Head] = asyncio.get_running_loop().create_future()
+        self._waiting.append(waiter)
+        return waiter
+
+    def set_head(self, head: Head) -> None:
+        waiting, self._waiting = self._waiting, []
+        for waiter in waiting:
+            if not waiter.done():
+                waiter.set_result(head)
+
+    def fail_head(self, error: BaseException | None) -> None:
+        """The head will never come: ``error`` reaches every waiter (``None``: cancelled)."""
+        waiting, self._waiting = self._waiting, []
+        for waiter in waiting:
+            if waiter.done():
+                continue
+            if error is None:
+                waiter.cancel()
+            else:
+                waiter.set_exception(error)
+                waiter.exception()  # retrieved: a waiter gone meanwhile is no lost failure
 
     def _wake(self) -> None:
         woken, self._more = self._more, None
@@ -102,11 +129,14 @@ class Coalescer:
         self.upstream_requests = 0
         self.joined = 0
 
-    async def join(
+    def join(
         self, key: Hashable, fetch: Fetch, request_id: str = "-"
-    ) -> tuple[Head, SharedReply, Callable[[], None]]:
-        """Wait for the shared answer; returns its head, the reply and a ``leave`` callback.
+    ) -> tuple[asyncio.Future[Head], SharedReply, Callable[[], None]]:
+        """Join the flight for ``key`` (starting it if there is none).
 
+        Returns a future of this waiter's own for the head, the reply, and ``leave``, which
+        the caller calls once it is done with the reply, or when awaiting the head fails
+        (cancelled: it is the caller's await, so a held long-poll keeps no frame here).
         ``request_id`` names this waiter in the logs: a joiner's line names the request that
         went upstream (its own ID is already on the line, from the log context).
         """
@@ -135,22 +165,17 @@ class Coalescer:
             if flight.waiters == 0 and not flight.reply.complete and flight.task:
                 flight.task.cancel()
 
-        try:
-            head = await asyncio.shield(flight.reply.head)
-        except BaseException:
-            leave()
-            raise
-        return head, flight.reply, leave
+        return flight.reply.wait_head(), flight.reply, leave
 
     async def _fly(self, key: Hashable, flight: _Flight, fetch: Fetch) -> None:
         reply = flight.reply
         try:
             upstream = await fetch()
         except asyncio.CancelledError:
-            reply.head.cancel()
+            reply.fail_head(None)
             raise
         except BaseException as exc:
-            reply.head.set_exception(exc)
+            reply.fail_head(exc)
             return
         finally:
             if self._flights.get(key) is flight:
@@ -162,9 +187,9 @@ class Coalescer:
             reply.append(body)
             reply.finish()
             upstream.release()
-            reply.head.set_result(head)
+            reply.set_head(head)
             return
-        reply.head.set_result(head)
+        reply.set_head(head)
         try:
             async for chunk in upstream.content.iter_any():
                 reply.append(chunk)

@@ -102,17 +102,50 @@ class UpstreamSettings(BaseModel):
         return settings
 
 
+class _PassedOn(dict[str, bool]):
+    """Whether a response header name, as spelled, may pass on (hop-by-hop and Electric's CORS
+    answer may not); each spelling is classified once, since upstreams repeat the same few.
+
+    Bounded: past :data:`_MAX_NAMES` spellings the answer is computed and not kept.
+    """
+
+    def __missing__(self, name: str) -> bool:
+        lower = name.lower()
+        passed = lower not in HOP_BY_HOP_HEADERS and not lower.startswith("access-control-")
+        if len(self) < _MAX_NAMES:
+            self[name] = passed
+        return passed
+
+
+_MAX_NAMES = 512
+_passed_on = _PassedOn()
+
+
+def _connection_tokens(headers: MultiMapping[str]) -> set[str] | None:
+    """The header names ``Connection`` lists beyond the hop-by-hop ones, or ``None``.
+
+    ``Connection: keep-alive`` (nginx, most servers) names nothing new, so the usual answer
+    is ``None`` and the filter is a lookup per header.
+    """
+    named: set[str] | None = None
+    for value in headers.getall(hdrs.CONNECTION, ()):
+        for token in value.split(","):
+            lower = token.strip().lower()
+            if lower and lower not in HOP_BY_HOP_HEADERS:
+                if named is None:
+                    named = set()
+                named.add(lower)
+    return named
+
+
 def _end_to_end(headers: MultiMapping[str]) -> list[tuple[str, str]]:
     """The headers worth passing on: not hop-by-hop, not named in ``Connection``, and not
     Electric's CORS answer (any origin, no credentials), which is a step's job to replace."""
-    dropped = set(HOP_BY_HOP_HEADERS)
-    for value in headers.getall(hdrs.CONNECTION, ()):
-        dropped.update(token.strip().lower() for token in value.split(","))
-    return [
-        (k, v)
-        for k, v in headers.items()
-        if (lower := k.lower()) not in dropped and not lower.startswith("access-control-")
-    ]
+    passed = _passed_on
+    named = _connection_tokens(headers) if hdrs.CONNECTION in headers else None
+    if named is None:
+        return [(k, v) for k, v in headers.items() if passed[k]]
+    return [(k, v) for k, v in headers.items() if passed[k] and k.lower() not in named]
 
 
 class UpstreamResponse(web.StreamResponse):
@@ -278,6 +311,45 @@ def _is_long_poll(built: UpstreamRequest) -> bool:
     )
 
 
+class _QueryQuoted(dict[str, str]):
+    """Query keys and values percent-encoded as yarl encodes them (so the URL is the one
+    ``URL.with_query`` would build), each short string encoded once: names, the policy's
+    table, columns and filter and the credentials come back on every request.
+
+    Bounded: past :data:`_MAX_QUOTED` strings, or for a long one, the encoding is not kept.
+    """
+
+    def __missing__(self, text: str) -> str:
+        quoted = _quote_query_part(text)
+        if len(text) <= 256 and len(self) < _MAX_QUOTED:
+            self[text] = quoted
+        return quoted
+
+
+def _quote_query_part_public(text: str) -> str:
+    return URL.build(query={text: ""}).raw_query_string[:-1]
+
+
+_quote_query_part: Callable[[str], str]
+try:  # yarl's own quoter for query parts; the public route above builds a URL per string
+    from yarl._quoters import QUERY_PART_QUOTER as _quote_query_part
+except ImportError:  # pragma: no cover - another yarl layout
+    _quote_query_part = _quote_query_part_public
+
+_MAX_QUOTED = 1024
+
+
+def _query_prefix(url: URL) -> str | None:
+    """``url`` as text ready for an encoded query, when appending one builds exactly the URL
+    ``with_query`` would (checked once here); else ``None``, and yarl builds each URL."""
+    if url.raw_fragment or url.raw_query_string:
+        return None
+    prefix = str(url) + "?"
+    probe = URL(prefix + "k=v", encoded=True)
+    expected = url.with_query({"k": "v"})
+    return prefix if probe == expected and str(probe) == str(expected) else None
+
+
 #: Characters a path segment keeps unencoded (RFC 3986 pchar less '%'): everything else,
 #: '/', '?', '#' and '%' included, is percent-encoded, so one decided segment stays one.
 _SEGMENT_SAFE = "!$&'()*+,;=:@-._~"
@@ -302,8 +374,14 @@ class Forwarder:
         self.shape_cache = shape_cache
         self.url = URL(settings.url)
         self._base_path = self.url.raw_path.rstrip("/")
+        self._prefix = _query_prefix(self.url)
+        self._quoted = _QueryQuoted()
         self.trace_configs: list[aiohttp.TraceConfig] = []
         self._session_key = web.AppKey("electric_proxy.upstream_session", aiohttp.ClientSession)
+        # The session of the one app serving this forwarder, read without building the
+        # request's config_dict; None while none or several apps run it.
+        self._session: aiohttp.ClientSession | None = None
+        self._sessions = 0
 
     async def session_ctx(self, app: web.Application) -> AsyncIterator[None]:
         """Cleanup context: one pooled session per proxy, closed on shutdown."""
@@ -322,22 +400,39 @@ class Forwarder:
             trace_configs=self.trace_configs or None,
         )
         app[self._session_key] = session
+        self._sessions += 1
+        self._session = session if self._sessions == 1 else None
         try:
             yield
         finally:
+            self._sessions -= 1
+            self._session = None
             if self.coalescer is not None:
                 await self.coalescer.close()
             await session.close()
 
     def session(self, request: web.Request) -> aiohttp.ClientSession:
+        session = self._session
+        if session is not None:
+            return session
         return request.config_dict[self._session_key]
 
     def upstream_url(self, built: UpstreamRequest) -> URL:
-        """The upstream URL of ``built``: its path segments below the base, and its query."""
-        url = self.url
-        if built.path:
-            url = url.with_path(self.path_of(built.path), encoded=True)
-        return url.with_query(built.query) if built.query else url
+        """The upstream URL of ``built``: its path segments below the base, and its query.
+
+        The query is encoded pair by pair with yarl's quoter and appended to the encoded base,
+        the very URL ``with_query`` builds, without its general-purpose machinery.
+        """
+        if built.path or self._prefix is None:
+            url = self.url
+            if built.path:
+                url = url.with_path(self.path_of(built.path), encoded=True)
+            return url.with_query(built.query) if built.query else url
+        if not built.query:
+            return self.url
+        quoted = self._quoted
+        query = "&".join([f"{quoted[k]}={quoted[v]}" for k, v in built.query.items()])
+        return URL(self._prefix + query, encoded=True)
 
     def path_of(self, segments: Sequence[str]) -> str:
         """The upstream's encoded path for decided ``segments`` below its base path."""
@@ -357,8 +452,29 @@ class Forwarder:
                 built.method, url, headers=built.headers, data=built.body, allow_redirects=False
             )
 
+        # The coalescer and the cache are tried here, in this frame, rather than in a helper
+        # coroutine: a held long-poll keeps every frame above the upstream call alive.
+        response: web.StreamResponse
         try:
-            response = await self._send(request, built, url, fetch)
+            if self.coalescer is not None and _is_long_poll(built):
+                key = answer_key(built, url)
+                waiting, reply, leave = self.coalescer.join(
+                    key, fetch, request.get(REQUEST_ID, "-")
+                )
+                try:
+                    head = await waiting
+                except BaseException:
+                    leave()
+                    raise
+                if reply.complete and reply.error is None:
+                    leave()
+                    response = _whole(*head, reply.body())
+                else:
+                    response = UpstreamResponse(*head, reply.replay(), lambda clean: leave())
+            elif self.shape_cache is not None and _is_catch_up(built):
+                response = await self._cached(self.shape_cache, built, url, fetch)
+            else:
+                response = reply_for(await fetch())
         except TimeoutError as exc:
             raise UpstreamTimeout("Electric did not answer in time") from exc
         except (aiohttp.ClientError, OSError) as exc:
@@ -371,34 +487,23 @@ class Forwarder:
             return _whole(response.status, response.reason, response.headers, body)
         return response
 
-    async def _send(
+    async def _cached(
         self,
-        request: web.Request,
+        cache: ShapeCache,
         built: UpstreamRequest,
         url: URL,
         fetch: Callable[[], Awaitable[aiohttp.ClientResponse]],
     ) -> web.StreamResponse:
-        if self.coalescer is not None and _is_long_poll(built):
-            key = answer_key(built, url)
-            request_id = request.get(REQUEST_ID, "-")
-            head, reply, leave = await self.coalescer.join(key, fetch, request_id)
-            if reply.complete and reply.error is None:
-                leave()
-                return _whole(*head, reply.body())
-            return UpstreamResponse(*head, reply.replay(), lambda clean: leave())
-        cache = self.shape_cache
-        if cache is not None and _is_catch_up(built):
-            key = answer_key(built, url, _CACHE_IGNORED)
-            entry = await cache.lookup(key)
-            if entry is not None:
-                conditions = built.headers.getall(hdrs.IF_NONE_MATCH, [])
-                return _from_cache(entry, cache.age(entry), conditions)
-            fill = cache.fill(key)
-            try:
-                upstream = await fetch()
-            except BaseException:
-                if fill is not None:
-                    fill.end()  # wake the requests waiting for it: they ask for themselves
-                raise
-            return reply_for(upstream, fill)
-        return reply_for(await fetch())
+        key = answer_key(built, url, _CACHE_IGNORED)
+        entry = await cache.lookup(key)
+        if entry is not None:
+            conditions = built.headers.getall(hdrs.IF_NONE_MATCH, [])
+            return _from_cache(entry, cache.age(entry), conditions)
+        fill = cache.fill(key)
+        try:
+            upstream = await fetch()
+        except BaseException:
+            if fill is not None:
+                fill.end()  # wake the requests waiting for it: they ask for themselves
+            raise
+        return reply_for(upstream, fill)

@@ -200,37 +200,31 @@ class InFlight:
     def around(self, forward: Handler) -> Handler:
         """Wrap the chain's endpoint: hold live requests while they wait for the upstream."""
 
+        # One frame for both kinds: a held request keeps every frame above it alive.
         async def run(request: web.Request) -> web.StreamResponse:
             kind = _request_kind(request)
             if kind is None:
-                response = await forward(request)
-            else:
-                response = await self._wait(request, forward, kind)
-            return response
+                return await forward(request)
+            hold = self._enter(request, kind)
+            try:
+                return await forward(request)
+            except asyncio.CancelledError:
+                if hold.absorbs():
+                    raise hold.answer() from None
+                raise
+            finally:
+                self._leave(hold)
 
         return run
-
-    async def _wait(
-        self, request: web.Request, forward: Handler, kind: LiveKind
-    ) -> web.StreamResponse:
-        hold = self._enter(request, kind)
-        try:
-            return await forward(request)
-        except asyncio.CancelledError:
-            if hold.absorbs():
-                raise hold.answer() from None
-            raise
-        finally:
-            self._leave(hold)
 
     async def send(self, request: web.Request, response: web.StreamResponse) -> web.StreamResponse:
         """The chain's answer, sent now and held when it is a live event stream (so that a
         shutdown can end it between chunks); any other answer is left for aiohttp to send."""
-        if not (
+        if not (  # cheapest first: most answers are to catch-up requests
             response.status == 200
+            and _request_kind(request) is not None
             and isinstance(response, UpstreamResponse)
             and response.content_type == _EVENT_STREAM
-            and _request_kind(request) is not None
         ):
             return response
         hold = self._enter(request, "sse")

@@ -47,6 +47,12 @@ EventLoopChoice = Literal["asyncio", "uvloop"]
 
 #: Allocations between young-generation collections (CPython's default is 700).
 YOUNG_COLLECTION_THRESHOLD = 50_000
+#: Young collections between middle-generation ones (CPython's default is 10). While a
+#: burst of long-polls is being held, each middle collection walks every request that
+#: arrived since the last one: 9,000 held requests cost three of ~250 ms each at 10, none at
+#: 100, with the same peak memory. Steady traffic frees its objects by reference counting
+#: and triggers no young collection at all, so this changes nothing for it.
+MIDDLE_COLLECTION_THRESHOLD = 100
 
 
 def tune_garbage_collector() -> None:
@@ -55,8 +61,8 @@ def tune_garbage_collector() -> None:
     Call once the application is built: ``gc.freeze`` moves everything alive (modules,
     compiled filters, the chain) out of the collector's sight for good.
     """
-    _, middle, old = gc.get_threshold()
-    gc.set_threshold(YOUNG_COLLECTION_THRESHOLD, middle, old)
+    old = gc.get_threshold()[2]
+    gc.set_threshold(YOUNG_COLLECTION_THRESHOLD, MIDDLE_COLLECTION_THRESHOLD, old)
     gc.freeze()
 
 

@@ -11,6 +11,7 @@ import uvloop
 
 from electric_proxy import ConfigError, parse_config
 from electric_proxy.runtime import (
+    MIDDLE_COLLECTION_THRESHOLD,
     YOUNG_COLLECTION_THRESHOLD,
     new_event_loop,
     tune_garbage_collector,
@@ -51,5 +52,5 @@ def restored_gc() -> Iterator[None]:
 
 def test_collector_tuning_freezes_start_up_objects(restored_gc: None) -> None:
     tune_garbage_collector()
-    assert gc.get_threshold()[0] == YOUNG_COLLECTION_THRESHOLD
+    assert gc.get_threshold()[:2] == (YOUNG_COLLECTION_THRESHOLD, MIDDLE_COLLECTION_THRESHOLD)
     assert gc.get_freeze_count() > 0

@@ -245,9 +245,11 @@ class ShapePolicy(Step):
             server_values = [
                 _claim_text(principal, c) for c in (rule._server.claims if rule._server else ())
             ]
-            values = server_values + check_params(
-                client_params, needed=needed, field="params", patterns=patterns
-            )
+            values = server_values
+            if client_params or needed:  # with neither, check_params could only return []
+                values += check_params(
+                    client_params, needed=needed, field="params", patterns=patterns
+                )
         except WhereError as exc:
             raise _filter_error(exc) from None
 
