@@ -61,7 +61,6 @@ from typing import Any, Literal
 
 from aiohttp import hdrs, web
 
-from .chain import Handler
 from .errors import ServiceUnavailable
 from .forward import UpstreamResponse
 from .keys import CREDENTIAL_EXPIRES, UPSTREAM
@@ -197,25 +196,19 @@ class InFlight:
         if hold.expiry is not None:
             hold.expiry.cancel()
 
-    def around(self, forward: Handler) -> Handler:
-        """Wrap the chain's endpoint: hold live requests while they wait for the upstream."""
+    def hold(self, request: web.Request) -> _Hold | None:
+        """Hold ``request`` while it waits for the upstream, if it is a live one; give the
+        hold back to :meth:`release` once the upstream answered or the wait ended.
 
-        # One frame for both kinds: a held request keeps every frame above it alive.
-        async def run(request: web.Request) -> web.StreamResponse:
-            kind = _request_kind(request)
-            if kind is None:
-                return await forward(request)
-            hold = self._enter(request, kind)
-            try:
-                return await forward(request)
-            except asyncio.CancelledError:
-                if hold.absorbs():
-                    raise hold.answer() from None
-                raise
-            finally:
-                self._leave(hold)
+        A hold rather than a wrapper coroutine: the caller waits in its own frame, and a
+        held request keeps every frame above the upstream call alive.
+        """
+        kind = _request_kind(request)
+        return None if kind is None else self._enter(request, kind)
 
-        return run
+    def release(self, hold: _Hold | None) -> None:
+        if hold is not None:
+            self._leave(hold)
 
     async def send(self, request: web.Request, response: web.StreamResponse) -> web.StreamResponse:
         """The chain's answer, sent now and held when it is a live event stream (so that a
