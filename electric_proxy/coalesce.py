@@ -39,6 +39,7 @@ import aiohttp
 from multidict import CIMultiDict
 
 from .bodies import complete_body
+from .errors import ElectricProxyError
 
 __all__ = ["Coalescer", "LeaderLeft"]
 
@@ -47,8 +48,10 @@ log = logging.getLogger("electric_proxy.coalesce")
 Head = tuple[int, str | None, CIMultiDict[str]]
 
 
-class LeaderLeft(Exception):
-    """The waiter that sent a flight's upstream request left before the answer: ask again."""
+class LeaderLeft(ElectricProxyError):
+    """The waiter that sent a flight's upstream request left before the answer: ask again.
+
+    Never reaches a client: the forwarder catches it and joins again."""
 
 
 class SharedReply:
