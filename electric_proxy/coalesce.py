@@ -63,7 +63,6 @@ class SharedReply:
     """
 
     def __init__(self) -> None:
-        self.head: Head | None = None
         self._waiting: list[asyncio.Future[Head]] = []
         self.chunks: list[bytes] = []
         self.error: BaseException | None = None
@@ -78,7 +77,6 @@ class SharedReply:
         return waiter
 
     def set_head(self, head: Head) -> None:
-        self.head = head
         waiting, self._waiting = self._waiting, []
         for waiter in waiting:
             if not waiter.done():
