@@ -6,6 +6,13 @@ anything that works as an aiohttp middleware idea works here. The chain differs 
 wraps one route only (the user's other routes are untouched), and the order is exactly
 the configured order.
 
+Most steps only act before the upstream call (check, decide, edit the upstream request) and
+after it (adjust headers). A :class:`Step` that writes just those two phases
+(:meth:`Step.on_request`, :meth:`Step.on_response`) instead of ``__call__`` is run by the
+chain itself, its neighbours of the same kind in one loop: no coroutine of its own stays
+alive while the request waits for Electric. Thousands of long-polls are held at once, each
+keeping every frame above its upstream call; a run of phased steps keeps one.
+
 Inside the chain, ``handler(request)`` always returns a response: a step that raises
 :class:`~electric_proxy.errors.ProxyError` is answered with that error right there, and
 the steps outside it still adjust the error response as it unwinds (a browser cannot
@@ -160,9 +167,31 @@ class Step(BaseModel, abc.ABC):
 
     model_config = ConfigDict(frozen=True, extra="forbid", arbitrary_types_allowed=True)
 
-    @abc.abstractmethod
+    async def on_request(self, request: web.Request) -> web.StreamResponse | None:
+        """Before the rest of the chain: check the request, edit ``request[UPSTREAM]``, or
+        answer it (return a response, or raise a ``ProxyError``); ``None`` continues."""
+        return None
+
+    def on_response(self, request: web.Request, response: web.StreamResponse) -> None:
+        """As the answer unwinds (the upstream's, or one a later step made): adjust its
+        headers. It runs when :meth:`on_request` returned ``None`` and before the body
+        exists, so it must not block."""
+
     async def __call__(self, request: web.Request, handler: Handler) -> web.StreamResponse:
-        """Run this step; call ``await handler(request)`` to continue down the chain."""
+        """The step as a middleware: call ``await handler(request)`` to continue down the
+        chain. Override it (instead of the two phases) for a step that must be around the
+        rest of the chain: one that times it, holds a resource across it, or retries."""
+        answer = await self.on_request(request)
+        if answer is not None:
+            return answer
+        response = await handler(request)
+        self.on_response(request, response)
+        return response
+
+    @classmethod
+    def phased(cls) -> bool:
+        """Whether the step is its two phases alone (the chain then runs them inline)."""
+        return cls.__call__ is Step.__call__
 
     async def cleanup_ctx(self, app: web.Application) -> AsyncIterator[None]:
         """Hold app-lifetime resources (an HTTP session, a cache): set up, yield, tear down.
@@ -232,9 +261,56 @@ def _guarded_endpoint(endpoint: Handler) -> Handler:
     return run
 
 
+def _in_phases(steps: Sequence[Step], inner: Handler) -> Handler:
+    """Run consecutive phased ``steps`` around ``inner`` in one frame, with the guarantees
+    of :func:`_guarded` for each: a step that raises is answered right there, and only the
+    steps before it see that answer on its way out."""
+    ordered = tuple(steps)
+
+    async def run(request: web.Request) -> web.StreamResponse:
+        passed = 0  # the steps whose on_request let the request through
+        response: web.StreamResponse | None = None
+        for step in ordered:
+            try:
+                response = await step.on_request(request)
+            except Exception as exc:
+                response = answer_for(exc, step)
+            if response is not None:
+                break
+            passed += 1
+        if response is None:
+            try:
+                response = await inner(request)
+            except Exception as exc:  # only the endpoint raises: guarded steps answer
+                response = answer_for(exc)
+        for step in reversed(ordered[:passed]):
+            try:
+                step.on_response(request, response)
+            except Exception as exc:
+                response = answer_for(exc, step)
+        return response
+
+    return run
+
+
 def compose(steps: Sequence[Middleware], endpoint: Handler) -> Handler:
-    """Wrap ``endpoint`` so that ``steps[0]`` runs first and sees the response last."""
-    handler = _guarded_endpoint(endpoint)
+    """Wrap ``endpoint`` so that ``steps[0]`` runs first and sees the response last.
+
+    Each run of consecutive phased steps becomes one handler; any other step wraps what
+    follows it as a middleware.
+    """
+    handler = endpoint
+    guarded = False  # whether ``handler`` already answers every exception itself
+    run: list[Step] = []
     for step in reversed(steps):
+        if isinstance(step, Step) and step.phased():
+            run.insert(0, step)
+            continue
+        if run:
+            handler, guarded, run = _in_phases(run, handler), True, []
+        if not guarded:
+            handler, guarded = _guarded_endpoint(handler), True
         handler = _guarded(step, handler)
-    return handler
+    if run:
+        return _in_phases(run, handler)
+    return handler if guarded else _guarded_endpoint(handler)

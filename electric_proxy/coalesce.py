@@ -11,10 +11,19 @@ context: :data:`~electric_proxy.protocol.ANSWER_NEUTRAL_HEADERS`) are left out o
 or a ``request_id`` step would make every request unique; the shared request carries the
 first waiter's, and each joiner logs the ID of the request it joined.
 
-The upstream request runs in its own task: a waiter that leaves does not cancel it for the
-others; it is cancelled only when every waiter has left. The body
-is kept once, as it streams in, and replayed to each waiter; a failure reaches them all.
-Only a flight that has not been answered yet takes new waiters, so nobody receives an
+The first waiter (the leader) sends the upstream request in its own task, as an uncoalesced
+request would: most live requests are distinct (another user, another shape), and a task
+per request only in case someone joins would cost every held long-poll a task, its
+coroutine and a future. The others wait on a future each. When the leader leaves before
+Electric answered (its client went away, it was interrupted), its request is cancelled
+with it, and the waiters ask again: one of them leads a new flight. A live request is safe
+to repeat, and a leader leaving is rare next to the memory every held request saves.
+A follower that leaves changes nothing for the others.
+
+Once answered, the body (usually complete with the head) is kept once and replayed to each
+waiter; a body still arriving is read by a task of its own, so no waiter's slow client
+paces the others, and it is cancelled when every waiter has left. A failure reaches them
+all. Only a flight that has not been answered yet takes new waiters, so nobody receives an
 answer that was computed before they asked.
 """
 
@@ -23,19 +32,26 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Hashable
+from collections.abc import AsyncIterator, Hashable
 from dataclasses import dataclass
 
 import aiohttp
 from multidict import CIMultiDict
 
 from .bodies import complete_body
+from .errors import ElectricProxyError
 
-__all__ = ["Coalescer"]
+__all__ = ["Coalescer", "LeaderLeft"]
 
 log = logging.getLogger("electric_proxy.coalesce")
 
 Head = tuple[int, str | None, CIMultiDict[str]]
+
+
+class LeaderLeft(ElectricProxyError):
+    """The waiter that sent a flight's upstream request left before the answer: ask again.
+
+    Never reaches a client: the forwarder catches it and joins again."""
 
 
 class SharedReply:
@@ -66,15 +82,11 @@ class SharedReply:
             if not waiter.done():
                 waiter.set_result(head)
 
-    def fail_head(self, error: BaseException | None) -> None:
-        """The head will never come: ``error`` reaches every waiter (``None``: cancelled)."""
+    def fail_head(self, error: BaseException) -> None:
+        """The head will never come: ``error`` reaches every waiter."""
         waiting, self._waiting = self._waiting, []
         for waiter in waiting:
-            if waiter.done():
-                continue
-            if error is None:
-                waiter.cancel()
-            else:
+            if not waiter.done():
                 waiter.set_exception(error)
                 waiter.exception()  # retrieved: a waiter gone meanwhile is no lost failure
 
@@ -110,76 +122,60 @@ class SharedReply:
             await self._more.wait()
 
 
-@dataclass
-class _Flight:
+@dataclass(eq=False, slots=True)
+class Flight:
+    """One shared upstream request and the waiters of its answer."""
+
     reply: SharedReply
     #: The request ID of the waiter whose request went upstream, for the joiners' logs.
     leader: str
+    #: Reads a body that did not arrive with the head (none for most answers).
     task: asyncio.Task[None] | None = None
     waiters: int = 0
 
 
-Fetch = Callable[[], Awaitable[aiohttp.ClientResponse]]
-
-
 class Coalescer:
     def __init__(self) -> None:
-        self._flights: dict[Hashable, _Flight] = {}
+        self._flights: dict[Hashable, Flight] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self.upstream_requests = 0
         self.joined = 0
 
-    def join(
-        self, key: Hashable, fetch: Fetch, request_id: str = "-"
-    ) -> tuple[asyncio.Future[Head], SharedReply, Callable[[], None]]:
-        """Join the flight for ``key`` (starting it if there is none).
+    def join(self, key: Hashable, request_id: str = "-") -> tuple[Flight, bool]:
+        """The flight for ``key`` and whether this waiter leads it (starting it if there is
+        none). The leader sends the request and hands the answer to :meth:`landed`, or its
+        failure to :meth:`failed`; the others await ``flight.reply.wait_head()``, which
+        raises :class:`LeaderLeft` when they should join again. Every waiter calls
+        :meth:`leave` once it is done with the reply, or when waiting failed.
 
-        Returns a future of this waiter's own for the head, the reply, and ``leave``, which
-        the caller calls once it is done with the reply, or when awaiting the head fails
-        (cancelled: it is the caller's await, so a held long-poll keeps no frame here).
-        ``request_id`` names this waiter in the logs: a joiner's line names the request that
-        went upstream (its own ID is already on the line, from the log context).
+        ``request_id`` names the leader in the logs: a joiner's line names the request
+        that went upstream (its own ID is already on the line, from the log context).
         """
         flight = self._flights.get(key)
+        leading = flight is None
         if flight is None:
-            flight = _Flight(SharedReply(), request_id)
-            self._flights[key] = flight
-            flight.task = asyncio.create_task(self._fly(key, flight, fetch))
-            self._tasks.add(flight.task)
-            flight.task.add_done_callback(self._tasks.discard)
+            flight = self._flights[key] = Flight(SharedReply(), request_id)
             self.upstream_requests += 1
         else:
             self.joined += 1
             log.debug("joined the shared upstream request %s", flight.leader)
         flight.waiters += 1
-        left = False
+        return flight, leading
 
-        def leave() -> None:
-            nonlocal left
-            if left:
-                return
-            left = True
-            flight.waiters -= 1
-            # Nobody joins an answered flight, so once the last waiter is gone nobody ever
-            # will read the rest: stop asking Electric.
-            if flight.waiters == 0 and not flight.reply.complete and flight.task:
-                flight.task.cancel()
+    def _land(self, key: Hashable, flight: Flight) -> None:
+        if self._flights.get(key) is flight:
+            del self._flights[key]
 
-        return flight.reply.wait_head(), flight.reply, leave
+    def failed(self, key: Hashable, flight: Flight, error: BaseException) -> None:
+        """The leader's request failed, or the leader left (``CancelledError``)."""
+        self._land(key, flight)
+        left = isinstance(error, asyncio.CancelledError)
+        flight.reply.fail_head(LeaderLeft() if left else error)
 
-    async def _fly(self, key: Hashable, flight: _Flight, fetch: Fetch) -> None:
+    def landed(self, key: Hashable, flight: Flight, upstream: aiohttp.ClientResponse) -> Head:
+        """The leader's answer arrived: its head reaches every waiter."""
+        self._land(key, flight)
         reply = flight.reply
-        try:
-            upstream = await fetch()
-        except asyncio.CancelledError:
-            reply.fail_head(None)
-            raise
-        except BaseException as exc:
-            reply.fail_head(exc)
-            return
-        finally:
-            if self._flights.get(key) is flight:
-                del self._flights[key]
         head = (upstream.status, upstream.reason, CIMultiDict(upstream.headers))
         body = complete_body(upstream)
         if body is not None:
@@ -187,9 +183,22 @@ class Coalescer:
             reply.append(body)
             reply.finish()
             upstream.release()
-            reply.set_head(head)
-            return
+        else:
+            flight.task = asyncio.create_task(self._read_body(reply, upstream))
+            self._tasks.add(flight.task)
+            flight.task.add_done_callback(self._tasks.discard)
         reply.set_head(head)
+        return head
+
+    def leave(self, flight: Flight) -> None:
+        """One waiter is done with ``flight`` (call once per :meth:`join`)."""
+        flight.waiters -= 1
+        # Nobody joins an answered flight, so once the last waiter is gone nobody ever
+        # will read the rest: stop asking Electric.
+        if flight.waiters == 0 and not flight.reply.complete and flight.task:
+            flight.task.cancel()
+
+    async def _read_body(self, reply: SharedReply, upstream: aiohttp.ClientResponse) -> None:
         try:
             async for chunk in upstream.content.iter_any():
                 reply.append(chunk)
@@ -205,7 +214,8 @@ class Coalescer:
         upstream.release()
 
     async def close(self) -> None:
-        """Cancel whatever is still in flight (app shutdown)."""
+        """Cancel the bodies still being read (app shutdown); the requests waiting for a
+        head are the request tasks', ended with them."""
         tasks = list(self._tasks)
         for task in tasks:
             task.cancel()

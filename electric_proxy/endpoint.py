@@ -10,6 +10,7 @@ the two endpoints.
 from __future__ import annotations
 
 import abc
+import asyncio
 from collections.abc import Sequence
 from typing import ClassVar, Protocol, cast
 
@@ -83,7 +84,7 @@ class Endpoint(abc.ABC):
         self._clean_error = UpstreamErrorCleaner(forwarder.base_url_parts())
         #: Live requests held right now; ended cleanly when the app shuts down.
         self.inflight = InFlight()
-        self._handler: Handler = compose(self.steps, self.inflight.around(self._forward))
+        self._handler: Handler = compose(self.steps, self._forward)
         # Observers (metrics) wrap the whole route, given once here and never patched on.
         self._route: Handler = self.handle
         for observer in reversed(observers):
@@ -181,7 +182,15 @@ class Endpoint(abc.ABC):
         if request.method == hdrs.METH_OPTIONS:
             # A preflight never reaches the upstream: its CORS answer would not fit the proxy's.
             return web.Response(status=204, headers={hdrs.ALLOW: self.route_info.allow})
-        response = await self.forwarder(request)
+        hold = self.inflight.hold(request)
+        try:
+            response = await self.forwarder(request)
+        except asyncio.CancelledError:
+            if hold is not None and hold.absorbs():
+                raise hold.answer() from None
+            raise
+        finally:
+            self.inflight.release(hold)
         if response.status < 400:
             self.from_upstream(request, response)
             return response

@@ -83,10 +83,9 @@ class _AsPrincipal(Step):
 
     principal: Principal | None = None
 
-    async def __call__(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+    async def on_request(self, request: web.Request) -> None:
         if self.principal is not None:
             request[PRINCIPAL] = self.principal
-        return await handler(request)
 
 
 class _Recording(Forwarder):

@@ -33,7 +33,7 @@ from yarl import URL
 
 from .bodies import complete_body
 from .chain import UpstreamRequest
-from .coalesce import Coalescer
+from .coalesce import Coalescer, LeaderLeft
 from .errors import ElectricProxyError, UpstreamTimeout, UpstreamUnavailable
 from .keys import REQUEST_ID, UPSTREAM, UPSTREAM_STATUS
 from .protocol import ANSWER_NEUTRAL_HEADERS, HOP_BY_HOP_HEADERS, live_kind
@@ -457,20 +457,35 @@ class Forwarder:
         response: web.StreamResponse
         try:
             if self.coalescer is not None and _is_long_poll(built):
+                coalescer = self.coalescer
                 key = answer_key(built, url)
-                waiting, reply, leave = self.coalescer.join(
-                    key, fetch, request.get(REQUEST_ID, "-")
-                )
-                try:
-                    head = await waiting
-                except BaseException:
-                    leave()
-                    raise
+                while True:
+                    flight, leading = coalescer.join(key, request.get(REQUEST_ID, "-"))
+                    try:
+                        if leading:
+                            try:
+                                upstream = await fetch()
+                            except BaseException as exc:
+                                coalescer.failed(key, flight, exc)
+                                raise
+                            head = coalescer.landed(key, flight, upstream)
+                        else:
+                            head = await flight.reply.wait_head()
+                    except LeaderLeft:
+                        coalescer.leave(flight)
+                        continue
+                    except BaseException:
+                        coalescer.leave(flight)
+                        raise
+                    break
+                reply = flight.reply
                 if reply.complete and reply.error is None:
-                    leave()
+                    coalescer.leave(flight)
                     response = _whole(*head, reply.body())
                 else:
-                    response = UpstreamResponse(*head, reply.replay(), lambda clean: leave())
+                    response = UpstreamResponse(
+                        *head, reply.replay(), lambda clean: coalescer.leave(flight)
+                    )
             elif self.shape_cache is not None and _is_catch_up(built):
                 response = await self._cached(self.shape_cache, built, url, fetch)
             else:

@@ -61,7 +61,6 @@ from typing import Any, Literal
 
 from aiohttp import hdrs, web
 
-from .chain import Handler
 from .errors import ServiceUnavailable
 from .forward import UpstreamResponse
 from .keys import CREDENTIAL_EXPIRES, UPSTREAM
@@ -103,7 +102,9 @@ def _ended(reason: EndReason) -> ServiceUnavailable:
 
 
 @dataclass(eq=False, slots=True)
-class _Hold:
+class Hold:
+    """One held request: ended (once) by cancelling its task with a reason to answer."""
+
     task: asyncio.Task[Any]
     kind: LiveKind
     request: web.Request
@@ -142,7 +143,7 @@ class InFlight:
         self.interrupted = 0
         self.expired = 0
         self.draining = False
-        self._holds: set[_Hold] = set()
+        self._holds: set[Hold] = set()
         self._clock = clock
         #: Interrupts issued so far, and the recent ones: (number, loop time, match).
         self._issued = 0
@@ -167,10 +168,10 @@ class InFlight:
         while self._recent and now - self._recent[0][1] > RECHECK_WINDOW:
             self._recent.popleft()
 
-    def _enter(self, request: web.Request, kind: LiveKind) -> _Hold:
+    def _enter(self, request: web.Request, kind: LiveKind) -> Hold:
         task = asyncio.current_task()
         assert task is not None, "requests are handled in tasks"
-        hold = _Hold(task, kind, request)
+        hold = Hold(task, kind, request)
         self._holds.add(hold)
         self.held[kind] += 1
         if self.draining:
@@ -187,35 +188,29 @@ class InFlight:
             hold.expiry = asyncio.get_running_loop().call_later(delay, self._expire, hold)
         return hold
 
-    def _expire(self, hold: _Hold) -> None:
+    def _expire(self, hold: Hold) -> None:
         if hold.end("credential_expired"):
             self.expired += 1
 
-    def _leave(self, hold: _Hold) -> None:
+    def _leave(self, hold: Hold) -> None:
         self._holds.discard(hold)
         self.held[hold.kind] -= 1
         if hold.expiry is not None:
             hold.expiry.cancel()
 
-    def around(self, forward: Handler) -> Handler:
-        """Wrap the chain's endpoint: hold live requests while they wait for the upstream."""
+    def hold(self, request: web.Request) -> Hold | None:
+        """Hold ``request`` while it waits for the upstream, if it is a live one; give the
+        hold back to :meth:`release` once the upstream answered or the wait ended.
 
-        # One frame for both kinds: a held request keeps every frame above it alive.
-        async def run(request: web.Request) -> web.StreamResponse:
-            kind = _request_kind(request)
-            if kind is None:
-                return await forward(request)
-            hold = self._enter(request, kind)
-            try:
-                return await forward(request)
-            except asyncio.CancelledError:
-                if hold.absorbs():
-                    raise hold.answer() from None
-                raise
-            finally:
-                self._leave(hold)
+        A hold rather than a wrapper coroutine: the caller waits in its own frame, and a
+        held request keeps every frame above the upstream call alive.
+        """
+        kind = _request_kind(request)
+        return None if kind is None else self._enter(request, kind)
 
-        return run
+    def release(self, hold: Hold | None) -> None:
+        if hold is not None:
+            self._leave(hold)
 
     async def send(self, request: web.Request, response: web.StreamResponse) -> web.StreamResponse:
         """The chain's answer, sent now and held when it is a live event stream (so that a

@@ -26,6 +26,8 @@ class HeldUpstream:
         self.cancelled = 0
         self.answer = asyncio.Event()
         self.fail = False
+        #: Set: the body is sent in two parts, the second once ``rest`` is set.
+        self.rest: asyncio.Event | None = None
         self.app = web.Application()
         self.app.router.add_get("/v1/shape", self.handle)
 
@@ -40,6 +42,14 @@ class HeldUpstream:
             assert request.transport is not None
             request.transport.close()
         body = b'[{"headers":{"control":"up-to-date","global_last_seen_lsn":"9"}}]'
+        if self.rest is not None:
+            streamed = web.StreamResponse(headers={"Content-Type": "application/json"})
+            await streamed.prepare(request)
+            await streamed.write(body[:10])
+            await self.rest.wait()
+            await streamed.write(body[10:])
+            await streamed.write_eof()
+            return streamed
         return web.Response(
             body=body,
             content_type="application/json",
@@ -105,6 +115,55 @@ async def test_clients_that_leave_do_not_cancel_it_for_the_others(
     resp = await stay
     assert resp.status == 200 and b"up-to-date" in await resp.read()
     assert upstream.cancelled == 0 and len(upstream.received) == 1
+
+
+async def test_when_the_first_client_leaves_the_others_ask_again_and_are_all_answered(
+    held: tuple[HeldUpstream, str], aiohttp_client: Any
+) -> None:
+    upstream, url = held
+    proxy = ShapeProxy(upstream=url)
+    coalescer = proxy.forwarder.coalescer
+    assert coalescer is not None
+    client = await aiohttp_client(proxy.app())
+    first = asyncio.ensure_future(client.get("/v1/shape", params=LIVE))
+    await _until(lambda: len(upstream.received) == 1)
+    staying = [asyncio.ensure_future(client.get("/v1/shape", params=LIVE)) for _ in range(5)]
+    await _until(lambda: coalescer.joined == 5)
+    first.cancel()  # the client whose request went upstream
+    # Its upstream request goes with it; one of the others asks again for all of them.
+    await _until(lambda: upstream.cancelled == 1 and len(upstream.received) == 2)
+    upstream.answer.set()
+    responses = await asyncio.gather(*staying)
+    assert [r.status for r in responses] == [200] * 5
+    assert all([b"up-to-date" in await r.read() for r in responses])
+    assert coalescer.upstream_requests == 2 and len(upstream.received) == 2
+
+
+async def test_a_body_still_arriving_reaches_every_waiter_whoever_leaves(
+    held: tuple[HeldUpstream, str], aiohttp_client: Any
+) -> None:
+    upstream, url = held
+    upstream.rest = asyncio.Event()
+    proxy = ShapeProxy(upstream=url)
+    coalescer = proxy.forwarder.coalescer
+    assert coalescer is not None
+    client = await aiohttp_client(proxy.app())
+    first = _started(client)
+    await _until(lambda: len(upstream.received) == 1)
+    others = [_started(client) for _ in range(3)]
+    await _until(lambda: coalescer.joined == 3)
+    upstream.answer.set()
+    heads = await asyncio.gather(first, *others)
+    assert {r.status for r in heads} == {200}
+    heads[0].close()  # the client whose request went upstream leaves mid-body
+    upstream.rest.set()
+    bodies = [await r.read() for r in heads[1:]]
+    assert bodies == [b'[{"headers":{"control":"up-to-date","global_last_seen_lsn":"9"}}]'] * 3
+    assert len(upstream.received) == 1 and upstream.cancelled == 0
+
+
+def _started(client: Any) -> asyncio.Future[Any]:
+    return asyncio.ensure_future(client.get("/v1/shape", params=LIVE))
 
 
 async def test_when_everyone_leaves_the_upstream_request_is_cancelled(

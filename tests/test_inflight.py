@@ -70,6 +70,50 @@ async def proxy(
     return client, shape_proxy
 
 
+def _coroutines_held(task: asyncio.Task[Any]) -> list[str]:
+    """The coroutines a held request keeps alive, outermost first, down to the first
+    awaitable that is not a coroutine (aiohttp's request context, a future)."""
+    names = []
+    coro: Any = task.get_coro()
+    while coro is not None and hasattr(coro, "cr_frame"):
+        names.append(coro.cr_code.co_qualname)
+        coro = coro.cr_await
+    return names
+
+
+async def _held_coroutines(
+    aiohttp_client: Any, upstream: RunningUpstream, chain: list[Any]
+) -> list[str]:
+    client, shape_proxy = await proxy(aiohttp_client, upstream, chain)
+    live = await held_long_poll(client, upstream)
+    (hold,) = shape_proxy.inflight._holds
+    held = _coroutines_held(hold.task)
+    live.cancel()
+    await upstream.electric.wait_until(lambda: upstream.electric.held == 0)
+    return held
+
+
+async def test_a_held_request_keeps_one_frame_for_all_phased_steps(
+    aiohttp_client: Any, electric_upstream: RunningUpstream
+) -> None:
+    phased = standard_chain(electric_upstream)  # bearer auth, policy, credentials
+    cors = Cors(allow_origins=["https://app.example"])
+
+    async def middleware(request: web.Request, handler: Any) -> web.StreamResponse:
+        return await handler(request)
+
+    three = await _held_coroutines(aiohttp_client, electric_upstream, phased)
+    four = await _held_coroutines(aiohttp_client, electric_upstream, [cors, *phased])
+    with_middleware = await _held_coroutines(
+        aiohttp_client, electric_upstream, [middleware, cors, *phased]
+    )
+    assert three == four
+    assert four.count("_in_phases.<locals>.run") == 1
+    # A step written as a middleware is around the rest while the request is held.
+    assert len(with_middleware) == len(four) + 2
+    assert any("middleware" in name for name in with_middleware)
+
+
 async def test_held_requests_are_counted(
     aiohttp_client: Any, electric_upstream: RunningUpstream
 ) -> None:

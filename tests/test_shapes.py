@@ -159,6 +159,90 @@ async def test_chain_runs_in_the_given_order_and_errors_unwind_through_it(
     assert electric_upstream.electric.requests == []
 
 
+_TRACE: list[str] = []
+
+
+class _Phased(Step):
+    """A step written as its two phases, tracing them like ``named`` above."""
+
+    name: str
+    fail: str = ""  # "request" or "response": raise in that phase
+
+    async def on_request(self, request: web.Request) -> None:
+        _TRACE.append(f"{self.name}>")
+        if self.fail == "request":
+            raise Forbidden("no")
+
+    def on_response(self, request: web.Request, response: web.StreamResponse) -> None:
+        if self.fail == "response":
+            raise RuntimeError("broken on the way out")
+        response.headers.add("X-Trace", self.name)
+        _TRACE.append(f"<{self.name}")
+
+
+def _middleware(name: str, fail: str = "") -> Any:
+    async def step(request: web.Request, handler: Handler) -> web.StreamResponse:
+        _TRACE.append(f"{name}>")
+        if fail == "request":
+            raise Forbidden("no")
+        resp = await handler(request)
+        if fail == "response":
+            raise RuntimeError("broken on the way out")
+        resp.headers.add("X-Trace", name)
+        _TRACE.append(f"<{name}")
+        return resp
+
+    return step
+
+
+# Each letter says how the step at that place is written: p(hased) or m(iddleware).
+@pytest.mark.parametrize("kinds", ["pppp", "mmmm", "pmpm", "mppm", "ppmp", "mmpp"])
+async def test_phased_and_middleware_steps_mix_with_the_same_order_and_unwinding(
+    proxy_client: Any, electric_upstream: RunningUpstream, kinds: str
+) -> None:
+    def chain(fail_at: str, fail: str) -> list[Any]:
+        return [
+            _Phased(name=n, fail=fail if n == fail_at else "")
+            if kind == "p"
+            else _middleware(n, fail if n == fail_at else "")
+            for n, kind in zip("cabz", kinds, strict=True)
+        ]
+
+    _TRACE.clear()
+    client = await proxy_client(chain("b", "request"))
+    resp = await client.get("/v1/shape?offset=-1")
+    assert resp.status == 403
+    assert _TRACE == ["c>", "a>", "b>", "<a", "<c"]
+    assert resp.headers.getall("X-Trace") == ["a", "c"]
+    assert electric_upstream.electric.requests == []
+
+    _TRACE.clear()
+    client = await proxy_client(chain("a", "response"))
+    resp = await client.get("/v1/shape?offset=-1")
+    assert resp.status == 500  # the upstream's answer is replaced where the step broke
+    assert (await resp.json())["error"] == "internal_error"
+    assert _TRACE == ["c>", "a>", "b>", "z>", "<z", "<b", "<c"]
+    assert resp.headers.getall("X-Trace") == ["c"]
+    assert len(electric_upstream.electric.requests) == 1
+
+
+async def test_a_phased_step_answering_early_skips_the_rest_but_not_the_outer_steps(
+    proxy_client: Any, electric_upstream: RunningUpstream
+) -> None:
+    class Teapot(_Phased):
+        async def on_request(self, request: web.Request) -> web.StreamResponse:
+            _TRACE.append(f"{self.name}>")
+            return web.Response(status=418)
+
+    _TRACE.clear()
+    client = await proxy_client([_Phased(name="c"), Teapot(name="t"), _Phased(name="z")])
+    resp = await client.get("/v1/shape?offset=-1")
+    assert resp.status == 418
+    assert _TRACE == ["c>", "t>", "<c"]  # its own on_response is for answers it let through
+    assert resp.headers.getall("X-Trace") == ["c"]
+    assert electric_upstream.electric.requests == []
+
+
 async def test_state_is_typed_per_request(
     proxy_client: Any, electric_upstream: RunningUpstream
 ) -> None:

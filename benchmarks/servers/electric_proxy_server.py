@@ -4,7 +4,7 @@ The chain is what a real deployment runs, so the benchmark pays for everything a
 for: header hygiene (``Vary``), bearer auth (SHA-256 token lookup), a policy whose ``where``
 is bound to a claim (``org_id = $1`` + ``params[1]``), and secret injection. It is served the
 way the ``electric-proxy`` command serves it (``run_server``: handler cancellation, the
-tuned collector, a 4,096 backlog); the access log is off, as it would be
+tuned collector and allocator, a 4,096 backlog); the access log is off, as it would be
 behind any load balancer that logs.
 
 Options for the rows that measure one feature: ``--users N`` adds N more users of the same
@@ -78,6 +78,7 @@ def main() -> None:
     parser.add_argument("--backlog", type=int, default=4096, help="listen backlog")
     parser.add_argument("--event-loop", default="asyncio", choices=("asyncio", "uvloop"))
     parser.add_argument("--no-tune-gc", action="store_true", help="keep CPython's GC defaults")
+    parser.add_argument("--no-tune-malloc", action="store_true", help="keep glibc's defaults")
     parser.add_argument("--users", type=int, default=0, help="more users of the same tenant")
     parser.add_argument("--shape-cache-bytes", type=int, help="0: no shape cache")
     parser.add_argument("--request-id", action="store_true", help="the request_id step first")
@@ -93,6 +94,7 @@ def main() -> None:
         app,
         event_loop=args.event_loop,
         tune_gc=not args.no_tune_gc,
+        tune_allocator=not args.no_tune_malloc,
         host="127.0.0.1",
         port=args.port,
         backlog=args.backlog,

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 
 from aiohttp import hdrs, web
 
-from ..chain import Handler, Principal, Step
+from ..chain import Principal, Step
 from ..errors import Unauthorized
 from ..keys import PRINCIPAL
 
@@ -65,12 +65,11 @@ class Authenticator(Step):
         request, and inherits the rest of the protocol above unchanged.
         """
 
-    async def __call__(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+    async def on_request(self, request: web.Request) -> None:
         if request.method == hdrs.METH_OPTIONS:
-            return await handler(request)
+            return
         principal = await self.authenticate(request)
         if principal is None:
             raise Unauthorized("authentication required", code="missing_token")
         await self.authorize(request, principal)
         request[PRINCIPAL] = principal
-        return await handler(request)

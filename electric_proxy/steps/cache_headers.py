@@ -15,7 +15,7 @@ from aiohttp import web
 from pydantic import Field
 
 from ..caching import make_private, merge_vary
-from ..chain import Handler, Step
+from ..chain import Step
 
 __all__ = ["ResponseHeaders"]
 
@@ -37,9 +37,7 @@ class ResponseHeaders(Step):
     def identity_headers(self) -> tuple[str, ...]:
         return self._vary
 
-    async def __call__(self, request: web.Request, handler: Handler) -> web.StreamResponse:
-        response = await handler(request)
+    def on_response(self, request: web.Request, response: web.StreamResponse) -> None:
         merge_vary(response.headers, *self._vary)
         if self.cache == "private":
             make_private(response.headers)
-        return response

@@ -16,7 +16,7 @@ from pydantic import Field, field_validator, model_validator
 from yarl import URL
 
 from ..caching import merge_vary
-from ..chain import Handler, Route, Step
+from ..chain import Route, Step
 from ..errors import Forbidden
 from ..keys import ROUTE
 from ..protocol import ELECTRIC_EXPOSED_HEADERS, FORWARDED_REQUEST_HEADERS, SHAPE_METHODS
@@ -109,23 +109,24 @@ class Cors(Step):
         if self.allow_credentials:
             headers[hdrs.ACCESS_CONTROL_ALLOW_CREDENTIALS] = "true"
 
-    async def __call__(self, request: web.Request, handler: Handler) -> web.StreamResponse:
-        origin = request.headers.get(hdrs.ORIGIN)
-        allowed = self._allowed(origin)
-        preflight_headers, expose = self._answers(request.get(ROUTE, _SHAPE_ROUTE))
-        is_preflight = (
+    async def on_request(self, request: web.Request) -> web.StreamResponse | None:
+        if not (
             request.method == hdrs.METH_OPTIONS
             and hdrs.ACCESS_CONTROL_REQUEST_METHOD in request.headers
-        )
-        if is_preflight:
-            if allowed is None:
-                raise Forbidden("this origin may not use the proxy", code="cors_origin_not_allowed")
-            preflight = web.Response(status=204)
-            self._decorate(preflight, allowed)
-            preflight.headers.update(preflight_headers)
-            return preflight
-        response = await handler(request)
+        ):
+            return None
+        allowed = self._allowed(request.headers.get(hdrs.ORIGIN))
+        if allowed is None:
+            raise Forbidden("this origin may not use the proxy", code="cors_origin_not_allowed")
+        preflight_headers, _ = self._answers(request.get(ROUTE, _SHAPE_ROUTE))
+        preflight = web.Response(status=204)
+        self._decorate(preflight, allowed)
+        preflight.headers.update(preflight_headers)
+        return preflight
+
+    def on_response(self, request: web.Request, response: web.StreamResponse) -> None:
+        allowed = self._allowed(request.headers.get(hdrs.ORIGIN))
         self._decorate(response, allowed)
         if allowed is not None:
+            _, expose = self._answers(request.get(ROUTE, _SHAPE_ROUTE))
             response.headers[hdrs.ACCESS_CONTROL_EXPOSE_HEADERS] = expose
-        return response

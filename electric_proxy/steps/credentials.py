@@ -12,7 +12,7 @@ from typing import Literal
 from aiohttp import hdrs, web
 from pydantic import Field, SecretStr
 
-from ..chain import Handler, Step
+from ..chain import Step
 from ..keys import UPSTREAM
 
 __all__ = ["Credentials"]
@@ -30,7 +30,7 @@ class Credentials(Step):
         None, description="Sent as `Authorization: Bearer` (Electric Streams service secret)"
     )
 
-    async def __call__(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+    async def on_request(self, request: web.Request) -> None:
         query = request[UPSTREAM].query
         if self.source_id is not None:
             query["source_id"] = self.source_id.get_secret_value()
@@ -40,4 +40,3 @@ class Credentials(Step):
             request[UPSTREAM].headers[hdrs.AUTHORIZATION] = (
                 f"Bearer {self.bearer.get_secret_value()}"
             )
-        return await handler(request)

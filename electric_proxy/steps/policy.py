@@ -25,7 +25,7 @@ from aiohttp import hdrs, web
 from multidict import MultiDict, MultiMapping
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from ..chain import Handler, Principal, Step, client_query
+from ..chain import Principal, Step, client_query
 from ..errors import BadRequest, Forbidden, InvalidBody, InvalidFilter, PayloadTooLarge
 from ..json_input import JsonInputError, load_client_json
 from ..keys import PRINCIPAL, SAME_FOR_EVERYONE, UPSTREAM
@@ -226,9 +226,9 @@ class ShapePolicy(Step):
             if have not in ([wanted] if isinstance(wanted, str) else wanted):
                 raise Forbidden("this shape is not allowed", code="shape_not_allowed")
 
-    async def __call__(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+    async def on_request(self, request: web.Request) -> None:
         if request.method == hdrs.METH_OPTIONS:
-            return await handler(request)
+            return
         query = client_query(request)
         name, rule = self._select(query)
         principal = request.get(PRINCIPAL)
@@ -272,7 +272,6 @@ class ShapePolicy(Step):
                 raise Forbidden("subset snapshots are not allowed", code="subsets_not_allowed")
             built.body = await self._subset_body(request, rule)
             built.headers[hdrs.CONTENT_TYPE] = "application/json"
-        return await handler(request)
 
     def _subset_from_query(
         self, rule: ShapeRule, query: MultiMapping[str], out: MultiDict[str]

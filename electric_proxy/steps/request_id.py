@@ -16,7 +16,7 @@ from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_add
 from aiohttp import hdrs, web
 from pydantic import Field
 
-from ..chain import Handler, Step
+from ..chain import Step
 from ..keys import CLIENT_IP, REQUEST_ID, UPSTREAM
 from ..logs import bind_request_id
 
@@ -74,7 +74,7 @@ class RequestId(Step):
                 return str(address)
         return str(peer)
 
-    async def __call__(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+    async def on_request(self, request: web.Request) -> None:
         peer = _parse_ip(request.remote) if request.remote else None
         offered = request.headers.get(self.header)
         if offered is not None and self._trusted(peer) and _VALID_ID.fullmatch(offered):
@@ -85,8 +85,8 @@ class RequestId(Step):
         request[CLIENT_IP] = self._client_ip(request, peer)
         request[UPSTREAM].headers[self.header] = request_id
         bind_request_id(request_id)
-        response = await handler(request)
+
+    def on_response(self, request: web.Request, response: web.StreamResponse) -> None:
         for name in [k for k in response.headers if k.lower() == self._header_lower]:
             response.headers.popall(name)
-        response.headers[self.header] = request_id
-        return response
+        response.headers[self.header] = request[REQUEST_ID]

@@ -21,7 +21,7 @@ from typing import Literal
 from aiohttp import hdrs, web
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from ..chain import Handler, Principal, Step
+from ..chain import Principal, Step
 from ..errors import Forbidden
 from ..keys import FORK_SOURCE, PRINCIPAL, UPSTREAM
 
@@ -109,10 +109,10 @@ class StreamPolicy(Step):
             for rule in self.rules
         )
 
-    async def __call__(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+    async def on_request(self, request: web.Request) -> None:
         action = _ACTIONS.get(request.method)
         if action is None:
-            return await handler(request)
+            return
         principal = request.get(PRINCIPAL)
         # The path the forwarder will send, exactly: decided on here, never derived again.
         if not self.allows(action, request[UPSTREAM].path, principal):
@@ -120,4 +120,3 @@ class StreamPolicy(Step):
         source = request.get(FORK_SOURCE) if request.method == hdrs.METH_PUT else None
         if source is not None and not self.allows("read", source.segments, principal):
             raise Forbidden("forking needs read access to the source", code="stream_not_allowed")
-        return await handler(request)
