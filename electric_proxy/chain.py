@@ -32,7 +32,8 @@ from collections.abc import (
     Sequence,
 )
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal
+from itertools import groupby
+from typing import Any, ClassVar, Literal, cast
 
 import aiohttp
 from aiohttp import web
@@ -299,18 +300,17 @@ def compose(steps: Sequence[Middleware], endpoint: Handler) -> Handler:
     Each run of consecutive phased steps becomes one handler; any other step wraps what
     follows it as a middleware.
     """
+
+    def phased(step: Middleware) -> bool:
+        return isinstance(step, Step) and step.phased()
+
     handler = endpoint
-    guarded = False  # whether ``handler`` already answers every exception itself
-    run: list[Step] = []
-    for step in reversed(steps):
-        if isinstance(step, Step) and step.phased():
-            run.insert(0, step)
+    for in_phases, group in reversed([(k, list(g)) for k, g in groupby(steps, key=phased)]):
+        if in_phases:
+            handler = _in_phases(cast(list[Step], group), handler)  # answers what it wraps
             continue
-        if run:
-            handler, guarded, run = _in_phases(run, handler), True, []
-        if not guarded:
-            handler, guarded = _guarded_endpoint(handler), True
-        handler = _guarded(step, handler)
-    if run:
-        return _in_phases(run, handler)
-    return handler if guarded else _guarded_endpoint(handler)
+        for step in reversed(group):
+            if handler is endpoint:  # a middleware is always handed a response
+                handler = _guarded_endpoint(endpoint)
+            handler = _guarded(step, handler)
+    return _guarded_endpoint(endpoint) if handler is endpoint else handler
